@@ -1,0 +1,37 @@
+"""skunetseg: U-Net image segmentation as scikit-learn estimators.
+
+``import skunetseg`` does not load TensorFlow; it loads on the first ``fit``,
+``predict`` or :func:`load`, or when :mod:`skunetseg.losses` is imported.
+"""
+
+import importlib
+
+from ._persistence import load, save_model
+from ._segmenter import UNetSegmenter
+from .metrics import dice_score, dice_scorer, make_dice_scorer, mask_accuracy_score
+from .preprocessing import ImagePreprocessor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "UNetSegmenter",
+    "ImagePreprocessor",
+    "load",
+    "save_model",
+    "dice_score",
+    "dice_scorer",
+    "make_dice_scorer",
+    "mask_accuracy_score",
+    "datasets",
+    "losses",
+    "metrics",
+]
+
+_LAZY_SUBMODULES = {"losses", "datasets"}
+
+
+def __getattr__(name):
+    # skunetseg.losses imports TensorFlow: load it only when it is asked for
+    if name in _LAZY_SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

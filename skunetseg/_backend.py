@@ -1,0 +1,54 @@
+"""The one place where TensorFlow, Keras and segmentation-models are imported.
+
+Every other module of skunetseg that needs the deep-learning stack imports it
+from here, and only inside functions or in modules that are themselves loaded
+lazily, so that ``import skunetseg`` stays free of TensorFlow.
+
+segmentation-models 1.0.1 chooses its framework at import time from the
+``SM_FRAMEWORK`` environment variable; under Keras 3 it must be ``tf.keras``.
+The variable is set here, immediately before the import, and nowhere else.
+"""
+
+import contextlib
+import io
+import logging
+import os
+
+
+def _import_frameworks():
+    """Import TensorFlow, Keras 3 and segmentation-models in the right order."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ["SM_FRAMEWORK"] = "tf.keras"
+    import keras
+    import tensorflow
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its framework choice
+        import segmentation_models
+    # retracing warnings are expected: every new image size is a new input shape
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+    if not keras.__version__.startswith("3."):
+        raise ImportError(
+            f"skunetseg needs Keras 3; found keras {keras.__version__}. "
+            "Install it with `pip install 'keras>=3'`."
+        )
+    return tensorflow, keras, segmentation_models
+
+
+def _enable_gpu_memory_growth(tf):
+    """Let TensorFlow allocate GPU memory as needed instead of all at once."""
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # the GPU was initialised before we got here
+            pass
+
+
+tf, keras, sm = _import_frameworks()
+_enable_gpu_memory_growth(tf)
+ops = keras.ops
+
+
+def gpu_available():
+    """Return True when TensorFlow sees at least one GPU."""
+    return bool(tf.config.list_physical_devices("GPU"))

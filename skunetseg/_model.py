@@ -1,0 +1,229 @@
+"""The Keras side of UNetSegmenter: build, train and run a segmentation-models U-Net.
+
+Everything here works on NumPy arrays that :mod:`skunetseg._segmenter` has
+already validated, padded and encoded; nothing here validates user input.
+"""
+
+import contextlib
+import gc
+import os
+import random
+import re
+import warnings
+
+import numpy as np
+
+from ._backend import gpu_available, keras, sm
+from ._keras_metrics import KaggleDice, MaskAccuracy
+from .losses import get_loss
+
+
+def keras_cache_path(filename):
+    """Where ``keras.utils.get_file`` keeps a downloaded model file."""
+    home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    return os.path.join(home, "models", filename)
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Build layers under the Keras dtype policy ``name`` and restore the old one after."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def resolve_mixed_precision(mixed_precision):
+    """Return the dtype policy for the ``mixed_precision`` parameter."""
+    if mixed_precision == "auto":
+        mixed_precision = gpu_available()
+    return "mixed_float16" if mixed_precision else "float32"
+
+
+def build_unet(*, backbone, encoder_weights, n_channels, n_outputs, activation,
+               decoder_filters, policy="float32"):
+    """Build an uncompiled ``sm.Unet``; ``encoder_weights`` is None, "imagenet" or a path."""
+    kwargs = dict(input_shape=(None, None, n_channels), classes=n_outputs,
+                  activation=activation, decoder_filters=tuple(decoder_filters))
+    with dtype_policy(policy):
+        if encoder_weights == "imagenet":
+            return _build_with_imagenet_weights(backbone, kwargs)
+        model = sm.Unet(backbone, encoder_weights=None, **kwargs)
+        if encoder_weights is not None:
+            _load_encoder_weights(model, backbone, os.fspath(encoder_weights), n_channels)
+    return model
+
+
+def _build_with_imagenet_weights(backbone, kwargs):
+    try:
+        return sm.Unet(backbone, encoder_weights="imagenet", **kwargs)
+    except Exception as error:  # keras.utils.get_file raises a bare Exception
+        match = re.search(r"URL fetch failure on (\S+?):? ", str(error))
+        if match is None:
+            raise
+        filename = match.group(1).rstrip(":").rsplit("/", 1)[-1]
+        raise OSError(
+            f"The ImageNet weights of the {backbone!r} encoder could not be downloaded "
+            f"({error}). Keras looks for them in its cache as {keras_cache_path(filename)}: "
+            f"copy the file there from a machine with internet access (it comes from "
+            f"{match.group(1).rstrip(':')}), or pass encoder_weights='/path/to/{filename}' "
+            "to use a local copy, or encoder_weights=None to train the encoder from scratch."
+        ) from None
+
+
+def _load_encoder_weights(model, backbone, path, n_channels):
+    """Load an encoder weights file (Keras .weights.h5 or legacy .h5) into the U-Net."""
+    if not os.path.isfile(path):
+        raise ValueError(f"encoder_weights={path!r} is neither None, 'imagenet' nor an "
+                         "existing weights file.")
+    encoder = sm.Backbones.get_backbone(backbone, input_shape=(None, None, n_channels),
+                                        weights=None, include_top=False)
+    try:
+        encoder.load_weights(path)
+    except Exception as error:
+        raise ValueError(
+            f"encoder_weights={path!r} does not hold weights of a {backbone!r} encoder "
+            f"without its classification top: {error}"
+        ) from None
+    by_name = {layer.name: layer for layer in model.layers}
+    copied = 0
+    for layer in encoder.layers:
+        target = by_name.get(layer.name)
+        if target is not None and layer.weights:
+            target.set_weights(layer.get_weights())
+            copied += 1
+    if copied == 0:
+        raise ValueError(f"No layer of encoder_weights={path!r} matches the {backbone!r} "
+                         "encoder's layers.")
+
+
+def set_batchnorm_momentum(model, momentum):
+    """Set the moving-statistics momentum of every BatchNormalization layer."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = float(momentum)
+
+
+def auto_batchnorm_momentum(steps_per_epoch):
+    """Momentum whose moving average spans about one epoch, at most Keras' 0.99.
+
+    Keras' default 0.99 averages over ~100 steps; a small data set trained for a
+    few hundred steps leaves the statistics far from the network's final ones,
+    and inference-mode predictions collapse (see docs/design.md).
+    """
+    return min(0.99, 1.0 - 1.0 / max(1, steps_per_epoch))
+
+
+def compile_model(model, *, loss, activation, learning_rate, accumulate_steps, threshold):
+    """Compile with Adam (gradient accumulation when ``accumulate_steps > 1``)."""
+    optimizer = keras.optimizers.Adam(
+        learning_rate=learning_rate,
+        gradient_accumulation_steps=accumulate_steps if accumulate_steps > 1 else None,
+    )
+    multiclass = activation == "softmax"
+    model.compile(
+        optimizer=optimizer,
+        loss=get_loss(loss, activation),
+        metrics=[KaggleDice(threshold, multiclass), MaskAccuracy(threshold, multiclass)],
+        # XLA on the CPU trains and predicts about 4x slower here (docs/design.md)
+        jit_compile=False,
+    )
+
+
+class _EpochRecorder(keras.callbacks.Callback):
+    """Record each epoch's logs and learning rate; keep the best weights so far.
+
+    It runs before every other callback, so the learning rate it records is
+    the one the epoch trained with, and the best weights are safe even when a
+    later callback (or Ctrl-C) ends training.
+    """
+
+    def __init__(self, monitor):
+        super().__init__()
+        self.monitor = monitor
+        self.epochs = []
+        self.best_score = -np.inf
+        self.best_weights = None
+        self.best_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        record["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
+        self.epochs.append(record)
+        score = record.get(self.monitor)
+        if score is not None and score > self.best_score:
+            self.best_score, self.best_epoch = score, epoch + 1
+            self.best_weights = self.model.get_weights()
+
+
+def train(model, x, y, *, validation_data, epochs, batch_size, early_stopping_patience,
+          reduce_lr_patience, reduce_lr_factor, callbacks, verbose):
+    """Train ``model``, restore its best weights, and return (history, best epoch).
+
+    Watches ``val_dice`` when ``validation_data`` is given, else the training
+    ``dice``. Ctrl-C stops training with a warning and keeps the best weights.
+    """
+    monitor = "val_dice" if validation_data is not None else "dice"
+    recorder = _EpochRecorder(monitor)
+    schedule = [recorder]
+    if early_stopping_patience is not None:
+        schedule.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, mode="max", patience=early_stopping_patience))
+    if reduce_lr_patience is not None:
+        schedule.append(keras.callbacks.ReduceLROnPlateau(
+            monitor=monitor, mode="max", patience=reduce_lr_patience,
+            factor=reduce_lr_factor, verbose=min(verbose, 1)))
+    try:
+        model.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=validation_data,
+                  shuffle=True, callbacks=schedule + list(callbacks or []), verbose=verbose)
+    except KeyboardInterrupt:
+        warnings.warn(f"Training interrupted after {len(recorder.epochs)} epoch(s); the "
+                      "model keeps the best weights seen so far.", stacklevel=3)
+    if recorder.best_weights is not None:
+        model.set_weights(recorder.best_weights)
+    # the training graph is not needed for prediction: let it go
+    model.train_function = model.test_function = None
+    return recorder.epochs, recorder.best_epoch
+
+
+def predict(model, x, batch_size):
+    """Run the model in inference mode, batch by batch; float32 output."""
+    return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+@contextlib.contextmanager
+def seeded(random_state):
+    """Seed Keras and TensorFlow for reproducible training.
+
+    Keras' seeding also reseeds Python's and NumPy's global generators; their
+    states are restored afterwards so the user's own random streams are untouched.
+    """
+    if random_state is None:
+        yield
+        return
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    keras.utils.set_random_seed(int(random_state))
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
+    yield
+
+
+def release_memory():
+    """Free Keras' global state left by earlier models (between fits in one process)."""
+    keras.backend.clear_session()
+    gc.collect()
+
+
+def get_weights(model):
+    return model.get_weights()
+
+
+def set_weights(model, weights):
+    model.set_weights(weights)
+
+
+def load_weights_safely(model, archive):
+    """Read the weights of a ``.keras`` archive into ``model`` (safe mode: no code runs)."""
+    model.load_weights(archive)

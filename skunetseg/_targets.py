@@ -1,0 +1,133 @@
+"""Segmentation targets: recognising their type, one-hot encoding, decoding.
+
+Three kinds of target are understood, and ``predict`` returns the kind it was
+fitted on:
+
+``"binary"``
+    ``(n, H, W)`` or ``(n, H, W, 1)`` masks with at most two values (bool,
+    {0, 1}, {0, 255}, ...). The model has one sigmoid output for the larger value.
+``"multilabel"``
+    ``(n, H, W, K)`` masks of 0/1 with K > 1; classes may overlap. K sigmoid outputs.
+``"multiclass"``
+    ``(n, H, W)`` (or ``(n, H, W, 1)``) integer label maps with more than two
+    labels. One softmax output per label.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TargetEncoding:
+    """How a fitted estimator maps its targets to network outputs and back."""
+
+    target_type: str
+    classes: np.ndarray
+    channel_axis: bool  # whether the fitted targets had a trailing channel axis
+
+    @property
+    def n_outputs(self):
+        """Number of network output channels."""
+        return 1 if self.target_type == "binary" else len(self.classes)
+
+    @property
+    def activation(self):
+        """The output activation the network needs."""
+        return "softmax" if self.target_type == "multiclass" else "sigmoid"
+
+
+def _as_label_array(y, name):
+    if isinstance(y, (str, bytes)) or not hasattr(y, "__len__") and not hasattr(y, "__array__"):
+        raise TypeError(f"{name} must be an array of masks; got {type(y).__name__}.")
+    y = np.asarray(y)
+    if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
+        raise TypeError(
+            f"{name} must hold integer or boolean labels; got dtype {y.dtype}."
+        )
+    if np.issubdtype(y.dtype, np.floating):
+        if not np.isfinite(y).all():
+            raise ValueError(f"{name} contains NaN or infinity; masks must hold class labels.")
+        if not np.array_equal(y, np.round(y)):
+            raise ValueError(
+                f"{name} holds non-integer values; masks must hold class labels "
+                "(bool, 0/1, 0/255 or integer label maps)."
+            )
+    if y.ndim not in (3, 4):
+        raise ValueError(
+            f"{name} must have shape (n_images, height, width) or "
+            f"(n_images, height, width, n_classes); got shape {y.shape}."
+        )
+    return y
+
+
+def fit_target_encoding(y, name="y"):
+    """Recognise the type of ``y`` and return its :class:`TargetEncoding`."""
+    y = _as_label_array(y, name)
+    classes = np.unique(y)
+    if y.ndim == 4 and y.shape[-1] > 1:
+        if not np.isin(classes, (0, 1)).all():
+            raise ValueError(
+                f"{name} of shape {y.shape} is read as multilabel masks (one channel per "
+                f"class), which must hold only 0 and 1; found values {classes[:10].tolist()}."
+            )
+        return TargetEncoding("multilabel", np.arange(y.shape[-1]), True)
+    channel_axis = y.ndim == 4
+    if len(classes) > 2:
+        return TargetEncoding("multiclass", classes, channel_axis)
+    if len(classes) == 1:  # every mask empty (or full): assume the usual 0/1 labels
+        value = classes[0]
+        if y.dtype == bool:
+            classes = np.array([False, True])
+        else:
+            classes = np.array([0, value if value != 0 else 1], dtype=y.dtype)
+    return TargetEncoding("binary", classes, channel_axis)
+
+
+def encode_targets(y, encoding, name="y"):
+    """One-hot encode ``y`` as float32 ``(n, H, W, n_outputs)`` for the network."""
+    y = _as_label_array(y, name)
+    unknown = np.setdiff1d(np.unique(y), encoding.classes)
+    if encoding.target_type == "multilabel":
+        if y.ndim != 4 or y.shape[-1] != len(encoding.classes):
+            raise ValueError(
+                f"{name} must have shape (n_images, height, width, {len(encoding.classes)}) "
+                f"like the multilabel masks seen in fit; got shape {y.shape}."
+            )
+        unknown = np.setdiff1d(np.unique(y), (0, 1))
+    elif y.ndim == 4 and y.shape[-1] != 1:
+        raise ValueError(
+            f"{name} must have shape (n_images, height, width) or "
+            f"(n_images, height, width, 1) like the masks seen in fit; got shape {y.shape}."
+        )
+    if unknown.size:
+        raise ValueError(
+            f"{name} holds values {unknown[:10].tolist()} that are not among the classes "
+            f"{encoding.classes.tolist()}."
+        )
+    if encoding.target_type == "multilabel":
+        return y.astype(np.float32)
+    labels = y[..., 0] if y.ndim == 4 else y
+    if encoding.target_type == "binary":
+        return (labels == encoding.classes[1]).astype(np.float32)[..., np.newaxis]
+    index = np.searchsorted(encoding.classes, labels)
+    return np.eye(len(encoding.classes), dtype=np.float32)[index]
+
+
+def decode_probabilities(proba, encoding, threshold):
+    """Turn network probabilities ``(n, H, W, K)`` into masks like the fitted ``y``."""
+    if encoding.target_type == "multilabel":
+        return (proba > threshold).astype(np.uint8)
+    if encoding.target_type == "binary":
+        labels = np.where(proba[..., 0] > threshold, encoding.classes[1], encoding.classes[0])
+    else:
+        labels = encoding.classes[np.argmax(proba, axis=-1)]
+    labels = labels.astype(encoding.classes.dtype, copy=False)
+    return labels[..., np.newaxis] if encoding.channel_axis else labels
+
+
+def one_hot_predictions(proba, encoding, threshold):
+    """Binary ``(n, H, W, K)`` masks of the predicted classes, as the Dice score sees them."""
+    if encoding.target_type == "multiclass":
+        return np.eye(proba.shape[-1], dtype=bool)[np.argmax(proba, axis=-1)]
+    return proba > threshold
