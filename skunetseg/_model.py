@@ -14,6 +14,7 @@ import warnings
 import numpy as np
 
 from ._backend import gpu_available, keras, sm
+from ._batches import AugmentedBatches  # noqa: F401  (the estimator's training input)
 from ._keras_metrics import KaggleDice, MaskAccuracy
 from .losses import get_loss
 
@@ -73,13 +74,19 @@ def _build_with_imagenet_weights(backbone, kwargs):
         ) from None
 
 
+def build_encoder(backbone, n_channels):
+    """The bare encoder of ``backbone`` (no classification top), randomly initialised."""
+    get_backbone = sm.inject_global_submodules(sm.Backbones.get_backbone)
+    return get_backbone(backbone, input_shape=(None, None, n_channels), weights=None,
+                        include_top=False)
+
+
 def _load_encoder_weights(model, backbone, path, n_channels):
     """Load an encoder weights file (Keras .weights.h5 or legacy .h5) into the U-Net."""
     if not os.path.isfile(path):
         raise ValueError(f"encoder_weights={path!r} is neither None, 'imagenet' nor an "
                          "existing weights file.")
-    encoder = sm.Backbones.get_backbone(backbone, input_shape=(None, None, n_channels),
-                                        weights=None, include_top=False)
+    encoder = build_encoder(backbone, n_channels)
     try:
         encoder.load_weights(path)
     except Exception as error:
@@ -158,9 +165,12 @@ class _EpochRecorder(keras.callbacks.Callback):
             self.best_weights = self.model.get_weights()
 
 
-def train(model, x, y, *, validation_data, epochs, batch_size, early_stopping_patience,
+def train(model, training, *, validation_data, epochs, batch_size, early_stopping_patience,
           reduce_lr_patience, reduce_lr_factor, callbacks, verbose):
     """Train ``model``, restore its best weights, and return (history, best epoch).
+
+    ``training`` is a tuple of arrays ``(x, y)``, shuffled by Keras, or a
+    :class:`AugmentedBatches`, which batches and shuffles itself.
 
     Watches ``val_dice`` when ``validation_data`` is given, else the training
     ``dice``. Ctrl-C stops training with a warning and keeps the best weights.
@@ -176,8 +186,12 @@ def train(model, x, y, *, validation_data, epochs, batch_size, early_stopping_pa
             monitor=monitor, mode="max", patience=reduce_lr_patience,
             factor=reduce_lr_factor, verbose=min(verbose, 1)))
     try:
-        model.fit(x, y, batch_size=batch_size, epochs=epochs, validation_data=validation_data,
-                  shuffle=True, callbacks=schedule + list(callbacks or []), verbose=verbose)
+        if isinstance(training, tuple):
+            data = dict(x=training[0], y=training[1], batch_size=batch_size, shuffle=True)
+        else:
+            data = dict(x=training, shuffle=False)
+        model.fit(**data, epochs=epochs, validation_data=validation_data,
+                  callbacks=schedule + list(callbacks or []), verbose=verbose)
     except KeyboardInterrupt:
         warnings.warn(f"Training interrupted after {len(recorder.epochs)} epoch(s); the "
                       "model keeps the best weights seen so far.", stacklevel=3)
@@ -197,17 +211,20 @@ def predict(model, x, batch_size):
 def seeded(random_state):
     """Seed Keras and TensorFlow for reproducible training.
 
-    Keras' seeding also reseeds Python's and NumPy's global generators; their
-    states are restored afterwards so the user's own random streams are untouched.
+    Keras' seeding also reseeds Python's and NumPy's global generators (its
+    initialisers draw from them); their states are restored when the block ends,
+    so the user's own random streams are untouched by a fit.
     """
     if random_state is None:
         yield
         return
     python_state, numpy_state = random.getstate(), np.random.get_state()
     keras.utils.set_random_seed(int(random_state))
-    random.setstate(python_state)
-    np.random.set_state(numpy_state)
-    yield
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 def release_memory():
@@ -224,6 +241,6 @@ def set_weights(model, weights):
     model.set_weights(weights)
 
 
-def load_weights_safely(model, archive):
-    """Read the weights of a ``.keras`` archive into ``model`` (safe mode: no code runs)."""
-    model.load_weights(archive)
+def load_archive(archive):
+    """Load a ``.keras`` archive in Keras' safe mode (no arbitrary code is deserialized)."""
+    return keras.saving.load_model(archive, safe_mode=True, compile=False)

@@ -2,9 +2,9 @@
 
 A saved model is a folder holding ``model.keras`` (the Keras archive of the
 network) and ``skunetseg.json`` (the estimator's parameters and fitted
-attributes). Loading reads the JSON, rebuilds the network from the parameters
-and reads the weights from the archive with Keras' safe mode, so no code from
-the files is executed, unlike ``pickle``/``joblib`` files, which run code on load.
+attributes). Loading reads the JSON and opens the archive with Keras'
+``safe_mode``, which refuses to deserialize arbitrary code (lambdas), unlike
+``pickle``/``joblib`` files, which run whatever code they hold when loaded.
 """
 
 import json
@@ -137,8 +137,5 @@ def load(path):
     estimator.history_ = fitted["history"]
     estimator.best_epoch_ = fitted["best_epoch"]
     estimator.bn_momentum_ = fitted["bn_momentum"]
-    keras_side = _keras_side()
-    model = estimator._build_model(keras_side, encoder_weights=None)
-    keras_side.load_weights_safely(model, os.path.join(path, _MODEL_FILE))
-    estimator._model = model
+    estimator._model = _keras_side().load_archive(os.path.join(path, _MODEL_FILE))
     return estimator

@@ -13,6 +13,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import LOSS_NAMES, check_backbone
+from .augment import AUGMENT_PRESETS, resolve_augmenter
 from ._images import check_images, pad_to_multiple
 from ._targets import (
     decode_probabilities,
@@ -21,8 +22,13 @@ from ._targets import (
     one_hot_predictions,
 )
 from .metrics import dice_per_pair
+from .tta import MERGE_METHODS, TTA_PRESETS, predict_with_tta, resolve_tta
 
 __all__ = ["UNetSegmenter"]
+
+
+#: With TTA, images are predicted in chunks of this many batches (times the views).
+_TTA_CHUNK_BATCHES = 8
 
 
 def _keras_side():
@@ -83,6 +89,19 @@ class UNetSegmenter(BaseEstimator):
     threshold : float, default=0.5
         Probability above which a pixel is predicted as the class (sigmoid
         outputs); multiclass outputs take the most probable label.
+    augment : None, str or Augmenter, default=None
+        Training augmentation: ``"flips"``, ``"d4"`` (flips and 90° rotations),
+        ``"seed"`` (the Kaggle recipe: flips and shift-scale-rotate), or an
+        :class:`~skunetseg.augment.Augmenter` whose own parameters (probabilities,
+        limits, ``crop_size``, brightness/contrast) a grid search can tune as
+        ``augment__<name>``. Batches are augmented on worker threads.
+    tta : None, "flips", "d4" or list, default=None
+        Test-time augmentation in ``predict_proba``, ``predict`` and ``score``:
+        predict flipped (``"flips"``: 4 views), flipped and rotated (``"d4"``: 8
+        views, square images only) or listed views (see :mod:`skunetseg.tta`),
+        map each back and merge them. Views are predicted in batches.
+    tta_merge : {"mean", "gmean", "max"}, default="mean"
+        How the views' probabilities are merged.
     mixed_precision : "auto" or bool, default="auto"
         Compute in float16 with float32 weights; ``"auto"`` does so on a GPU only.
     callbacks : list of keras.callbacks.Callback, default=None
@@ -157,6 +176,9 @@ class UNetSegmenter(BaseEstimator):
         "reduce_lr_factor": [Interval(Real, 0, 1, closed="neither")],
         "bn_momentum": [StrOptions({"auto"}), Interval(Real, 0, 1, closed="left")],
         "threshold": [Interval(Real, 0, 1, closed="neither")],
+        "augment": [None, StrOptions(set(AUGMENT_PRESETS)), HasMethods(["augment_batch"])],
+        "tta": [None, StrOptions(set(TTA_PRESETS)), list, tuple],
+        "tta_merge": [StrOptions(set(MERGE_METHODS))],
         "mixed_precision": [StrOptions({"auto"}), "boolean"],
         "callbacks": [list, None],
         "random_state": ["random_state"],
@@ -180,6 +202,9 @@ class UNetSegmenter(BaseEstimator):
         reduce_lr_factor=0.5,
         bn_momentum="auto",
         threshold=0.5,
+        augment=None,
+        tta=None,
+        tta_merge="mean",
         mixed_precision="auto",
         callbacks=None,
         random_state=None,
@@ -199,6 +224,9 @@ class UNetSegmenter(BaseEstimator):
         self.reduce_lr_factor = reduce_lr_factor
         self.bn_momentum = bn_momentum
         self.threshold = threshold
+        self.augment = augment
+        self.tta = tta
+        self.tta_merge = tta_merge
         self.mixed_precision = mixed_precision
         self.callbacks = callbacks
         self.random_state = random_state
@@ -229,6 +257,7 @@ class UNetSegmenter(BaseEstimator):
         targets = encode_targets(y, encoding, name="y")
         self._check_same_layout(images, targets, "X", "y")
         train, valid = self._split(images, targets, validation_data, encoding)
+        augmenter = resolve_augmenter(self.augment)
 
         keras_side = _keras_side()
         self._model = None
@@ -241,8 +270,14 @@ class UNetSegmenter(BaseEstimator):
         self.classes_ = encoding.classes
         self.n_classes_ = len(encoding.classes)
         self.n_channels_in_ = images.shape[-1]
-        self._encoding = encoding
         seed = self._seed()
+        self._encoding = encoding
+        if augmenter is None:
+            training = (self._network_input(train[0]), pad_to_multiple(train[1]))
+        else:
+            training = keras_side.AugmentedBatches(
+                *train, augmenter=augmenter, batch_size=self.batch_size,
+                prepare_images=self._network_input, mask_fill=encoding.background, seed=seed)
         with keras_side.seeded(seed):
             model = self._build_model(keras_side, self.encoder_weights)
             keras_side.set_batchnorm_momentum(model, momentum)
@@ -252,7 +287,7 @@ class UNetSegmenter(BaseEstimator):
                 threshold=self.threshold,
             )
             self.history_, self.best_epoch_ = keras_side.train(
-                model, self._network_input(train[0]), pad_to_multiple(train[1]),
+                model, training,
                 validation_data=(None if valid is None else
                                  (self._network_input(valid[0]), pad_to_multiple(valid[1]))),
                 epochs=self.epochs, batch_size=self.batch_size,
@@ -378,7 +413,8 @@ class UNetSegmenter(BaseEstimator):
         return model
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # a copy: BaseEstimator.__getstate__ may return the live __dict__ itself
+        state = dict(super().__getstate__())
         model = state.pop("_model", None)
         if model is not None:
             state["_weights"] = _keras_side().get_weights(model)
@@ -403,6 +439,14 @@ class UNetSegmenter(BaseEstimator):
         """
         check_is_fitted(self)
         images = check_images(X, name="X", n_channels=self.n_channels_in_)
+        transforms = resolve_tta(self.tta, *images.shape[1:3])
+        if self.tta is None:
+            return self._predict_views(images)
+        return predict_with_tta(self._predict_views, images, transforms, merge=self.tta_merge,
+                                batch_images=_TTA_CHUNK_BATCHES * self.batch_size)
+
+    def _predict_views(self, images):
+        """Network probabilities of ready images, padded for the network and cropped back."""
         height, width = images.shape[1:3]
         proba = _keras_side().predict(self.model_, self._network_input(images), self.batch_size)
         return proba[:, :height, :width]

@@ -32,6 +32,13 @@ class TargetEncoding:
         return 1 if self.target_type == "binary" else len(self.classes)
 
     @property
+    def background(self):
+        """Encoded value of a pixel that belongs to no object (the first label for softmax)."""
+        if self.target_type == "multiclass":
+            return np.eye(self.n_outputs, dtype=np.float32)[0]
+        return np.zeros(self.n_outputs, dtype=np.float32)
+
+    @property
     def activation(self):
         """The output activation the network needs."""
         return "softmax" if self.target_type == "multiclass" else "sigmoid"

@@ -1,0 +1,71 @@
+"""Augmented training batches for Keras, prepared on worker threads.
+
+:class:`AugmentedBatches` is the training input of ``UNetSegmenter.fit`` when
+``augment`` is set. cv2 releases the GIL, so threads augment the next batches while
+TensorFlow trains on the current one. Each batch's random draws come from
+``(seed, epoch, batch index)``: the result does not depend on which worker thread
+prepared it or when, so a fit with an integer ``random_state`` is reproducible.
+"""
+
+import math
+import os
+
+import numpy as np
+
+from ._backend import keras
+from ._images import pad_to_multiple
+
+
+class AugmentedBatches(keras.utils.PyDataset):
+    """Shuffled batches of augmented, network-ready images and masks.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, H, W, C), float32
+        Validated, unpadded training images.
+    targets : ndarray of shape (n, H, W, K), float32
+        Their encoded masks.
+    augmenter : skunetseg.augment.Augmenter
+        Draws and applies the random transforms.
+    batch_size : int
+    prepare_images : callable
+        Turns augmented images into network input (channel repeat, padding).
+    mask_fill : ndarray of shape (K,)
+        Mask value for pixels that a transform brings in from outside the image.
+    seed : int or None
+        None draws a fresh seed.
+    workers : int, default=None
+        Worker threads; None means ``min(4, os.cpu_count())``.
+    """
+
+    def __init__(self, images, targets, *, augmenter, batch_size, prepare_images, mask_fill,
+                 seed, workers=None):
+        workers = workers or min(4, os.cpu_count() or 1)
+        super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=2 * workers)
+        self.images = images
+        self.targets = targets
+        self.augmenter = augmenter
+        self.batch_size = batch_size
+        self.prepare_images = prepare_images
+        self.mask_fill = mask_fill
+        self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
+        self.epoch = 0
+        self.order = self._permutation()
+
+    def _permutation(self):
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.images))
+
+    def __len__(self):
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __getitem__(self, index):
+        rows = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        images, masks = self.augmenter.augment_batch(self.images[rows], self.targets[rows], rng,
+                                                     mask_fill=self.mask_fill)
+        return self.prepare_images(images), pad_to_multiple(masks)
+
+    def on_epoch_end(self):
+        # Keras stops the worker threads before calling this
+        self.epoch += 1
+        self.order = self._permutation()
