@@ -16,7 +16,6 @@ import argparse
 import statistics
 import time
 
-import cv2
 import numpy as np
 
 from skunetseg import UNetSegmenter
@@ -27,9 +26,9 @@ def membrane_tiles(data_home, size, n_images):
     """Non-overlapping size×size tiles of the membrane images, with their masks."""
     data = load_membrane(data_home)
     tiles = [(image[r:r + size, c:c + size], mask[r:r + size, c:c + size])
-             for image, mask in zip(data.images, data.masks)
+             for image, mask in zip(data.images, data.masks, strict=True)
              for r in range(0, 512, size) for c in range(0, 512, size)]
-    images, masks = map(np.stack, zip(*tiles[:n_images]))
+    images, masks = map(np.stack, zip(*tiles[:n_images], strict=True))
     return images, masks
 
 

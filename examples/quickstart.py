@@ -45,6 +45,7 @@ def main():
     parser.add_argument("--size", type=int, default=256, help="training resolution")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--backbone", default="efficientnetb0")
+    parser.add_argument("--augment", default="flips", help="training augmentation preset")
     parser.add_argument("--overlay", default="quickstart_overlay.png")
     args = parser.parse_args()
 
@@ -53,7 +54,7 @@ def main():
     y = resize_stack(data.masks, args.size, cv2.INTER_NEAREST)  # 1 = membrane
     train, test = slice(0, 20), slice(20, 30)
 
-    model = UNetSegmenter(args.backbone, epochs=args.epochs, batch_size=4,
+    model = UNetSegmenter(args.backbone, epochs=args.epochs, batch_size=4, augment=args.augment,
                           early_stopping_patience=15, reduce_lr_patience=6, random_state=0)
     start = time.perf_counter()
     model.fit(X[train], y[train])

@@ -1,7 +1,5 @@
 """Checking, scaling and padding stacks of images (NumPy only)."""
 
-import numbers
-
 import numpy as np
 
 #: Every segmentation-models encoder downsamples five times.
@@ -77,8 +75,3 @@ def pad_to_multiple(images, multiple=SIZE_MULTIPLE, mode="reflect"):
         return images
     return np.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode=mode)
 
-
-def check_positive_int(value, name, minimum=1):
-    """Raise unless ``value`` is an integer of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}.")

@@ -13,7 +13,6 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import LOSS_NAMES, check_backbone
-from .augment import AUGMENT_PRESETS, resolve_augmenter
 from ._images import check_images, pad_to_multiple
 from ._targets import (
     decode_probabilities,
@@ -21,6 +20,7 @@ from ._targets import (
     fit_target_encoding,
     one_hot_predictions,
 )
+from .augment import AUGMENT_PRESETS, resolve_augmenter
 from .metrics import dice_per_pair
 from .tta import MERGE_METHODS, TTA_PRESETS, predict_with_tta, resolve_tta
 
@@ -349,7 +349,7 @@ class UNetSegmenter(BaseEstimator):
                 f"{n_images} images and leaves none to train on; lower it, set it to 0, or "
                 "pass validation_data."
             )
-        order = check_random_state(self._split_seed()).permutation(n_images)
+        order = check_random_state(self._seed()).permutation(n_images)
         train, valid = np.sort(order[n_valid:]), np.sort(order[:n_valid])
         return (images[train], targets[train]), (images[valid], targets[valid])
 
@@ -360,9 +360,6 @@ class UNetSegmenter(BaseEstimator):
         if isinstance(self.random_state, Integral):
             return int(self.random_state)
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-
-    def _split_seed(self):
-        return None if self.random_state is None else self._seed()
 
     # ---------------------------------------------------------- the network
     def _needs_rgb(self):
@@ -423,6 +420,13 @@ class UNetSegmenter(BaseEstimator):
     def __setstate__(self, state):
         super().__setstate__(state)
         self._model = None
+
+    def __copy__(self):
+        # a shallow copy shares the trained network (copy.deepcopy goes through
+        # __getstate__ and gets its own network, rebuilt from the weights)
+        duplicate = type(self).__new__(type(self))
+        duplicate.__dict__.update(self.__dict__)
+        return duplicate
 
     # -------------------------------------------------------------- predict
     def predict_proba(self, X):

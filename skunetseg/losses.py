@@ -151,7 +151,7 @@ class CombinedLoss(_LossAlgebra, keras.losses.Loss):
         losses = [keras.losses.deserialize(loss) if isinstance(loss, dict) else loss
                   for loss in losses]
         terms, term_weights = [], []
-        for loss, weight in zip(losses, weights or [1.0] * len(losses)):
+        for loss, weight in zip(losses, weights or [1.0] * len(losses), strict=True):
             if isinstance(loss, CombinedLoss):  # flatten (a + b) + c
                 terms += loss.losses
                 term_weights += [weight * w for w in loss.weights]
@@ -165,7 +165,8 @@ class CombinedLoss(_LossAlgebra, keras.losses.Loss):
         self.weights = term_weights
 
     def call(self, y_true, y_pred):
-        return sum(weight * loss(y_true, y_pred) for loss, weight in zip(self.losses, self.weights))
+        terms = zip(self.losses, self.weights, strict=True)
+        return sum(weight * loss(y_true, y_pred) for loss, weight in terms)
 
     def get_config(self):
         return {

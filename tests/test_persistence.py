@@ -88,3 +88,13 @@ def test_save_never_overwrites_unless_asked(fitted_binary, tmp_path):
 def test_load_rejects_a_folder_that_is_not_a_saved_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a saved skunetseg model"):
         skunetseg.load(tmp_path)
+
+
+def test_shallow_copy_shares_the_network_deep_copy_does_not(fitted_binary, binary_data):
+    import copy
+
+    X, _ = binary_data
+    assert copy.copy(fitted_binary).model_ is fitted_binary.model_
+    deep = copy.deepcopy(fitted_binary)
+    assert deep.model_ is not fitted_binary.model_
+    np.testing.assert_array_equal(deep.predict_proba(X), fitted_binary.predict_proba(X))

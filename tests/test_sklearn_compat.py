@@ -1,6 +1,5 @@
 """UNetSegmenter with scikit-learn's own tools, on real (tiny) fits."""
 
-import numpy as np
 import pytest
 from conftest import SMALL
 from sklearn.base import clone
@@ -53,14 +52,15 @@ def test_cross_val_score_with_dice_scorer(binary_data):
 
 def test_grid_search_over_two_parameters_refits_the_best(binary_data):
     X, y = binary_data
+    # tta is one of the two: TTA settings are compared like any other parameter
     search = GridSearchCV(
         UNetSegmenter(**SMALL, random_state=0),
-        param_grid={"threshold": [0.3, 0.6], "learning_rate": [1e-2, 1e-3]},
+        param_grid={"tta": [None, "flips"], "learning_rate": [1e-2, 1e-3]},
         cv=KFold(2), scoring=dice_scorer, refit=True,
     )
     search.fit(X, y)
     assert len(search.cv_results_["params"]) == 4
-    assert search.best_estimator_.threshold == search.best_params_["threshold"]
+    assert search.best_estimator_.tta == search.best_params_["tta"]
     assert search.predict(X).shape == y.shape
     assert search.score(X, y) == pytest.approx(dice_scorer(search.best_estimator_, X, y))
 
