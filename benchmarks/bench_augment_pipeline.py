@@ -12,12 +12,11 @@ import argparse
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import cv2
 import numpy as np
+from _membrane import membrane_at
 
 from skunetseg import UNetSegmenter
 from skunetseg.augment import Augmenter, resolve_augmenter
-from skunetseg.datasets import load_membrane
 
 
 def main():
@@ -31,11 +30,7 @@ def main():
     from skunetseg._batches import AugmentedBatches
     from skunetseg._images import pad_to_multiple
 
-    data = load_membrane(args.data_home)
-    X = np.stack([cv2.resize(i, (args.size, args.size), interpolation=cv2.INTER_AREA)
-                  for i in data.images])
-    y = np.stack([cv2.resize(m, (args.size, args.size), interpolation=cv2.INTER_NEAREST)
-                  for m in data.masks])
+    _, X, y = membrane_at(args.data_home, args.size)
     images = (X[..., None] / 255).astype(np.float32).repeat(3, axis=-1)
     targets = y[..., None].astype(np.float32)
 

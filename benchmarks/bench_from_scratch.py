@@ -15,14 +15,10 @@ import time
 
 import cv2
 import numpy as np
+from _membrane import membrane_at, resize_stack
 
 from skunetseg import UNetSegmenter, dice_score
 from skunetseg.datasets import load_membrane
-
-
-def resize_stack(stack, size, interpolation):
-    return np.stack([cv2.resize(item, (size, size), interpolation=interpolation)
-                     for item in stack])
 
 
 def main():
@@ -39,8 +35,7 @@ def main():
     trivial = dice_score(data.masks[20:], np.ones_like(data.masks[20:]))
     print(f"predicting all membrane scores {trivial:.3f}")
     for size in args.size:
-        X = resize_stack(data.images, size, cv2.INTER_AREA)
-        y = resize_stack(data.masks, size, cv2.INTER_NEAREST)
+        _, X, y = membrane_at(args.data_home, size)
         for momentum in args.bn_momentum:
             model = UNetSegmenter(args.backbone, loss=args.loss, epochs=args.epochs,
                                   batch_size=4, early_stopping_patience=15,

@@ -12,17 +12,11 @@ predict time (goal: at most 1.10). Usage::
 import argparse
 import time
 
-import cv2
 import numpy as np
+from _membrane import membrane_at
 
 from skunetseg import UNetSegmenter
-from skunetseg.datasets import load_membrane
 from skunetseg.tta import TTA_PRESETS, evaluate_tta
-
-
-def resize_stack(stack, size, interpolation):
-    return np.stack([cv2.resize(item, (size, size), interpolation=interpolation)
-                     for item in stack])
 
 
 def main():
@@ -35,9 +29,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    data = load_membrane(args.data_home)
-    X = resize_stack(data.images, args.size, cv2.INTER_AREA)
-    y = resize_stack(data.masks, args.size, cv2.INTER_NEAREST)
+    _, X, y = membrane_at(args.data_home, args.size)
     model = UNetSegmenter(args.backbone, epochs=args.epochs, batch_size=4,
                           augment=None if args.augment == "none" else args.augment,
                           early_stopping_patience=15, reduce_lr_patience=6, random_state=0)

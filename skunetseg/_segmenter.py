@@ -261,6 +261,7 @@ class UNetSegmenter(BaseEstimator):
 
         keras_side = _keras_side()
         self._model = None
+        self.__dict__.pop("_weights", None)  # left by unpickling: replaced by this fit
         keras_side.release_memory()
         n_train = len(train[0])
         steps_per_epoch = math.ceil(n_train / self.batch_size)
