@@ -22,12 +22,15 @@ __all__ = [
     "dice_scorer",
     "make_dice_scorer",
     "mask_accuracy_score",
+    "augment",
     "datasets",
     "losses",
     "metrics",
+    "rle",
+    "tta",
 ]
 
-_LAZY_SUBMODULES = {"losses", "datasets"}
+_LAZY_SUBMODULES = {"augment", "datasets", "losses", "rle", "tta"}
 
 
 def __getattr__(name):

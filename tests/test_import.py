@@ -4,7 +4,7 @@ import sys
 
 def test_import_does_not_load_tensorflow():
     code = ("import sys, skunetseg, skunetseg.metrics, skunetseg.datasets, "
-            "skunetseg.preprocessing; "
+            "skunetseg.preprocessing, skunetseg.augment, skunetseg.tta, skunetseg.rle; "
             "from skunetseg import UNetSegmenter; UNetSegmenter().get_params(); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('tensorflow', 'keras', 'segmentation_models')))")
