@@ -83,9 +83,6 @@ def build_encoder(backbone, n_channels):
 
 def _load_encoder_weights(model, backbone, path, n_channels):
     """Load an encoder weights file (Keras .weights.h5 or legacy .h5) into the U-Net."""
-    if not os.path.isfile(path):
-        raise ValueError(f"encoder_weights={path!r} is neither None, 'imagenet' nor an "
-                         "existing weights file.")
     encoder = build_encoder(backbone, n_channels)
     try:
         encoder.load_weights(path)
@@ -231,14 +228,6 @@ def release_memory():
     """Free Keras' global state left by earlier models (between fits in one process)."""
     keras.backend.clear_session()
     gc.collect()
-
-
-def get_weights(model):
-    return model.get_weights()
-
-
-def set_weights(model, weights):
-    model.set_weights(weights)
 
 
 def load_archive(archive):

@@ -129,11 +129,7 @@ def load(path):
         np.asarray(fitted["classes"], dtype=np.dtype(fitted["classes_dtype"])),
         fitted["channel_axis"],
     )
-    estimator._encoding = encoding
-    estimator.target_type_ = encoding.target_type
-    estimator.classes_ = encoding.classes
-    estimator.n_classes_ = len(encoding.classes)
-    estimator.n_channels_in_ = fitted["n_channels_in"]
+    estimator._set_target_layout(encoding, fitted["n_channels_in"])
     estimator.history_ = fitted["history"]
     estimator.best_epoch_ = fitted["best_epoch"]
     estimator.bn_momentum_ = fitted["bn_momentum"]

@@ -267,12 +267,8 @@ class UNetSegmenter(BaseEstimator):
         steps_per_epoch = math.ceil(n_train / self.batch_size)
         momentum = (keras_side.auto_batchnorm_momentum(steps_per_epoch)
                     if self.bn_momentum == "auto" else float(self.bn_momentum))
-        self.target_type_ = encoding.target_type
-        self.classes_ = encoding.classes
-        self.n_classes_ = len(encoding.classes)
-        self.n_channels_in_ = images.shape[-1]
+        self._set_target_layout(encoding, images.shape[-1])
         seed = self._seed()
-        self._encoding = encoding
         if augmenter is None:
             training = (self._network_input(train[0]), pad_to_multiple(train[1]))
         else:
@@ -301,6 +297,14 @@ class UNetSegmenter(BaseEstimator):
         self.bn_momentum_ = momentum
         self._model = model
         return self
+
+    def _set_target_layout(self, encoding, n_channels):
+        """Set the fitted attributes that describe the targets and the input channels."""
+        self._encoding = encoding
+        self.target_type_ = encoding.target_type
+        self.classes_ = encoding.classes
+        self.n_classes_ = len(encoding.classes)
+        self.n_channels_in_ = n_channels
 
     def _check_params(self):
         check_backbone(self.backbone)
@@ -405,7 +409,7 @@ class UNetSegmenter(BaseEstimator):
             keras_side = _keras_side()
             # never download on load: the stored weights replace the initial ones
             model = self._build_model(keras_side, encoder_weights=None)
-            keras_side.set_weights(model, weights)
+            model.set_weights(weights)
             self._model = model
             del self._weights
         return model
@@ -415,7 +419,7 @@ class UNetSegmenter(BaseEstimator):
         state = dict(super().__getstate__())
         model = state.pop("_model", None)
         if model is not None:
-            state["_weights"] = _keras_side().get_weights(model)
+            state["_weights"] = model.get_weights()
         return state
 
     def __setstate__(self, state):
