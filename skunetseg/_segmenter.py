@@ -20,6 +20,7 @@ from ._targets import (
     fit_target_encoding,
     one_hot_predictions,
 )
+from ._worker import run_in_worker
 from .augment import AUGMENT_PRESETS, resolve_augmenter
 from .metrics import dice_per_pair
 from .tta import MERGE_METHODS, TTA_PRESETS, predict_with_tta, resolve_tta
@@ -36,6 +37,12 @@ def _keras_side():
     from . import _model
 
     return _model
+
+
+def _train_network(estimator, train, valid):
+    """Train ``estimator``'s network in a worker; return what ``fit`` keeps of it."""
+    model, history, best_epoch, momentum = estimator._train(train, valid)
+    return model.get_weights(), history, best_epoch, momentum
 
 
 class UNetSegmenter(BaseEstimator):
@@ -107,6 +114,15 @@ class UNetSegmenter(BaseEstimator):
     callbacks : list of keras.callbacks.Callback, default=None
         Extra Keras callbacks; each fit uses shallow copies, the list itself is
         left untouched.
+    fit_in_subprocess : bool, default=False
+        Train in a fresh worker process that exits after the fit, bringing back
+        only the weights and the history. TensorFlow keeps about the size of the
+        weights and optimizer state of every model trained in a process (an
+        upstream leak, see the design notes); in a worker that memory is freed
+        when the fit ends, so many fits in one process (a grid search, a fold
+        ensemble) do not grow its memory. Costs a few seconds per fit to start
+        the worker and to copy the training images to it; ``callbacks`` must
+        pickle and run in the worker.
     random_state : int, RandomState instance or None, default=None
         Seeds the validation split, the weight initialisation and the batch
         order: two fits on the CPU with the same integer give the same model.
@@ -181,6 +197,7 @@ class UNetSegmenter(BaseEstimator):
         "tta_merge": [StrOptions(set(MERGE_METHODS))],
         "mixed_precision": [StrOptions({"auto"}), "boolean"],
         "callbacks": [list, None],
+        "fit_in_subprocess": ["boolean"],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -207,6 +224,7 @@ class UNetSegmenter(BaseEstimator):
         tta_merge="mean",
         mixed_precision="auto",
         callbacks=None,
+        fit_in_subprocess=False,
         random_state=None,
         verbose=0,
     ):
@@ -229,6 +247,7 @@ class UNetSegmenter(BaseEstimator):
         self.tta_merge = tta_merge
         self.mixed_precision = mixed_precision
         self.callbacks = callbacks
+        self.fit_in_subprocess = fit_in_subprocess
         self.random_state = random_state
         self.verbose = verbose
 
@@ -257,33 +276,49 @@ class UNetSegmenter(BaseEstimator):
         targets = encode_targets(y, encoding, name="y")
         self._check_same_layout(images, targets, "X", "y")
         train, valid = self._split(images, targets, validation_data, encoding)
-        augmenter = resolve_augmenter(self.augment)
-
-        keras_side = _keras_side()
+        resolve_augmenter(self.augment)  # validate it here, before any worker starts
         self._model = None
         self.__dict__.pop("_weights", None)  # left by unpickling: replaced by this fit
+        self._set_target_layout(encoding, images.shape[-1])
+        if self.fit_in_subprocess:
+            weights, self.history_, self.best_epoch_, self.bn_momentum_ = run_in_worker(
+                _train_network, self, train, valid)
+            self._weights = weights  # model_ rebuilds the network on first use
+        else:
+            model, self.history_, self.best_epoch_, self.bn_momentum_ = self._train(train, valid)
+            self._model = model
+        return self
+
+    def _train(self, train, valid):
+        """Build, compile and train the network on encoded arrays (the Keras half of fit).
+
+        Returns
+        -------
+        model, history, best_epoch, bn_momentum
+        """
+        keras_side = _keras_side()
         keras_side.release_memory()
-        n_train = len(train[0])
-        steps_per_epoch = math.ceil(n_train / self.batch_size)
+        steps_per_epoch = math.ceil(len(train[0]) / self.batch_size)
         momentum = (keras_side.auto_batchnorm_momentum(steps_per_epoch)
                     if self.bn_momentum == "auto" else float(self.bn_momentum))
-        self._set_target_layout(encoding, images.shape[-1])
+        augmenter = resolve_augmenter(self.augment)
         seed = self._seed()
         if augmenter is None:
             training = (self._network_input(train[0]), pad_to_multiple(train[1]))
         else:
             training = keras_side.AugmentedBatches(
                 *train, augmenter=augmenter, batch_size=self.batch_size,
-                prepare_images=self._network_input, mask_fill=encoding.background, seed=seed)
+                prepare_images=self._network_input, mask_fill=self._encoding.background,
+                seed=seed)
         with keras_side.seeded(seed):
             model = self._build_model(keras_side, self.encoder_weights)
             keras_side.set_batchnorm_momentum(model, momentum)
             keras_side.compile_model(
-                model, loss=self.loss, activation=encoding.activation,
+                model, loss=self.loss, activation=self._encoding.activation,
                 learning_rate=self.learning_rate, accumulate_steps=self.accumulate_steps,
                 threshold=self.threshold,
             )
-            self.history_, self.best_epoch_ = keras_side.train(
+            history, best_epoch = keras_side.train(
                 model, training,
                 validation_data=(None if valid is None else
                                  (self._network_input(valid[0]), pad_to_multiple(valid[1]))),
@@ -294,9 +329,7 @@ class UNetSegmenter(BaseEstimator):
                 callbacks=[copy.copy(callback) for callback in self.callbacks or []],
                 verbose=self.verbose,
             )
-        self.bn_momentum_ = momentum
-        self._model = model
-        return self
+        return model, history, best_epoch, momentum
 
     def _set_target_layout(self, encoding, n_channels):
         """Set the fitted attributes that describe the targets and the input channels."""
@@ -473,7 +506,15 @@ class UNetSegmenter(BaseEstimator):
             Binary masks with the two values of ``classes_``, multiclass label
             maps, or multilabel 0/1 masks, shaped like the fitted ``y``.
         """
-        return decode_probabilities(self.predict_proba(X), self._encoding, self.threshold)
+        return self._decode(self.predict_proba(X))
+
+    def _decode(self, proba):
+        """Masks in the format of the fitted ``y`` from probabilities ``(n, H, W, K)``."""
+        return decode_probabilities(proba, self._encoding, self.threshold)
+
+    def _binary_masks(self, proba):
+        """Bool ``(n, H, W, K)`` masks of the predicted classes, as the Dice score sees them."""
+        return one_hot_predictions(proba, self._encoding, self.threshold)
 
     def score(self, X, y):
         """Mean Kaggle Dice of the predictions of ``X`` against the masks ``y``.
@@ -497,8 +538,7 @@ class UNetSegmenter(BaseEstimator):
         if truth.shape[:3] != proba.shape[:3]:
             raise ValueError(f"y must hold one mask per image of X, of the images' size; "
                              f"got {truth.shape[:3]} for images {proba.shape[:3]}.")
-        predicted = one_hot_predictions(proba, self._encoding, self.threshold)
-        return float(dice_per_pair(truth, predicted).mean())
+        return float(dice_per_pair(truth, self._binary_masks(proba)).mean())
 
     # ---------------------------------------------------------------- misc
     def save(self, path, *, overwrite=False):

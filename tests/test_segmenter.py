@@ -68,9 +68,12 @@ def test_multilabel_masks_get_one_sigmoid_per_class():
 
 def test_same_random_state_gives_identical_predictions(binary_data):
     X, y = binary_data
-    first = UNetSegmenter(**SMALL, random_state=7).fit(X, y).predict_proba(X)
-    second = UNetSegmenter(**SMALL, random_state=7).fit(X, y).predict_proba(X)
-    np.testing.assert_array_equal(first, second)
+    first = UNetSegmenter(**SMALL, random_state=7).fit(X, y)
+    # the same fit in a worker process: same history, same weights, same predictions
+    second = UNetSegmenter(**SMALL, random_state=7, fit_in_subprocess=True).fit(X, y)
+    assert second.history_ == first.history_
+    np.testing.assert_array_equal(second.predict_proba(X), first.predict_proba(X))
+    first = first.predict_proba(X)
     third = UNetSegmenter(**SMALL, random_state=8).fit(X, y).predict_proba(X)
     assert not np.array_equal(first, third)
 
@@ -103,6 +106,16 @@ def test_ctrl_c_leaves_a_fitted_model_with_the_best_weights(binary_data):
     with pytest.warns(UserWarning, match="interrupted after 2 epoch"):
         model.fit(X, y)
     assert len(model.history_) == 2
+    assert model.predict(X).shape == y.shape
+
+
+def test_callbacks_and_warnings_travel_to_and_from_the_worker_process(binary_data):
+    X, y = binary_data
+    model = UNetSegmenter(**{**SMALL, "epochs": 10}, callbacks=[_InterruptAfter(3)],
+                          fit_in_subprocess=True, random_state=0)
+    with pytest.warns(UserWarning, match="interrupted after 3 epoch"):
+        model.fit(X, y)
+    assert len(model.history_) == 3
     assert model.predict(X).shape == y.shape
 
 
