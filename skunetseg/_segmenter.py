@@ -14,15 +14,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import LOSS_NAMES, check_backbone
 from ._images import check_images, pad_to_multiple
-from ._targets import (
-    decode_probabilities,
-    encode_targets,
-    fit_target_encoding,
-    one_hot_predictions,
-)
+from ._targets import decode_masks, encode_targets, fit_target_encoding
 from ._worker import run_in_worker
 from .augment import AUGMENT_PRESETS, resolve_augmenter
 from .metrics import dice_per_pair
+from .postprocess import check_postprocessing, postprocess
 from .tta import MERGE_METHODS, TTA_PRESETS, predict_with_tta, resolve_tta
 
 __all__ = ["UNetSegmenter"]
@@ -93,9 +89,19 @@ class UNetSegmenter(BaseEstimator):
         Momentum of the BatchNormalization moving statistics. ``"auto"`` makes
         their average span about one epoch (at most Keras' 0.99), so that a model
         trained from scratch on few images predicts well in inference mode.
-    threshold : float, default=0.5
+    threshold : float or sequence of float, default=0.5
         Probability above which a pixel is predicted as the class (sigmoid
-        outputs); multiclass outputs take the most probable label.
+        outputs), one for all classes or one per class; multiclass outputs take
+        the most probable label.
+    min_area : float or sequence of float, default=0
+        Post-processing in ``predict`` and ``score``: on each image, a class whose
+        mask covers fewer pixels is erased entirely (a value in (0, 1) is a share
+        of the image's pixels, so it holds at any image size; >= 1 counts pixels;
+        0 keeps every mask). One for all classes or one per class.
+    min_component_area : float or sequence of float, default=0
+        Post-processing: connected components smaller than this are erased
+        before ``min_area`` is applied; same units as ``min_area``. See
+        :mod:`skunetseg.postprocess`.
     augment : None, str or Augmenter, default=None
         Training augmentation: ``"flips"``, ``"d4"`` (flips and 90° rotations),
         ``"seed"`` (the Kaggle recipe: flips and shift-scale-rotate), or an
@@ -191,7 +197,9 @@ class UNetSegmenter(BaseEstimator):
         "reduce_lr_patience": [Interval(Integral, 0, None, closed="left"), None],
         "reduce_lr_factor": [Interval(Real, 0, 1, closed="neither")],
         "bn_momentum": [StrOptions({"auto"}), Interval(Real, 0, 1, closed="left")],
-        "threshold": [Interval(Real, 0, 1, closed="neither")],
+        "threshold": [Interval(Real, 0, 1, closed="neither"), "array-like"],
+        "min_area": [Interval(Real, 0, None, closed="left"), "array-like"],
+        "min_component_area": [Interval(Real, 0, None, closed="left"), "array-like"],
         "augment": [None, StrOptions(set(AUGMENT_PRESETS)), HasMethods(["augment_batch"])],
         "tta": [None, StrOptions(set(TTA_PRESETS)), list, tuple],
         "tta_merge": [StrOptions(set(MERGE_METHODS))],
@@ -219,6 +227,8 @@ class UNetSegmenter(BaseEstimator):
         reduce_lr_factor=0.5,
         bn_momentum="auto",
         threshold=0.5,
+        min_area=0,
+        min_component_area=0,
         augment=None,
         tta=None,
         tta_merge="mean",
@@ -242,6 +252,8 @@ class UNetSegmenter(BaseEstimator):
         self.reduce_lr_factor = reduce_lr_factor
         self.bn_momentum = bn_momentum
         self.threshold = threshold
+        self.min_area = min_area
+        self.min_component_area = min_component_area
         self.augment = augment
         self.tta = tta
         self.tta_merge = tta_merge
@@ -275,6 +287,7 @@ class UNetSegmenter(BaseEstimator):
         encoding = fit_target_encoding(y, name="y")
         targets = encode_targets(y, encoding, name="y")
         self._check_same_layout(images, targets, "X", "y")
+        self._postprocessing(encoding)
         train, valid = self._split(images, targets, validation_data, encoding)
         resolve_augmenter(self.augment)  # validate it here, before any worker starts
         self._model = None
@@ -316,7 +329,7 @@ class UNetSegmenter(BaseEstimator):
             keras_side.compile_model(
                 model, loss=self.loss, activation=self._encoding.activation,
                 learning_rate=self.learning_rate, accumulate_steps=self.accumulate_steps,
-                threshold=self.threshold,
+                threshold=self._graph_threshold(),
             )
             history, best_epoch = keras_side.train(
                 model, training,
@@ -508,13 +521,26 @@ class UNetSegmenter(BaseEstimator):
         """
         return self._decode(self.predict_proba(X))
 
-    def _decode(self, proba):
-        """Masks in the format of the fitted ``y`` from probabilities ``(n, H, W, K)``."""
-        return decode_probabilities(proba, self._encoding, self.threshold)
+    def _postprocessing(self, encoding):
+        """The validated (threshold, min_area, min_component_area), one value per output."""
+        return check_postprocessing(
+            encoding.n_outputs, threshold=self.threshold, min_area=self.min_area,
+            min_component_area=self.min_component_area, activation=encoding.activation)
+
+    def _graph_threshold(self):
+        """The threshold(s) of the in-graph Dice that training watches."""
+        return [float(t) for t in self._postprocessing(self._encoding)[0]]
 
     def _binary_masks(self, proba):
-        """Bool ``(n, H, W, K)`` masks of the predicted classes, as the Dice score sees them."""
-        return one_hot_predictions(proba, self._encoding, self.threshold)
+        """Post-processed bool ``(n, H, W, K)`` masks of the predicted classes."""
+        threshold, min_area, min_component_area = self._postprocessing(self._encoding)
+        return postprocess(proba, threshold=threshold, min_area=min_area,
+                           min_component_area=min_component_area,
+                           activation=self._encoding.activation)
+
+    def _decode(self, proba):
+        """Post-processed masks in the format of the fitted ``y``."""
+        return decode_masks(self._binary_masks(proba), self._encoding)
 
     def score(self, X, y):
         """Mean Kaggle Dice of the predictions of ``X`` against the masks ``y``.

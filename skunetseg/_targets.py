@@ -121,20 +121,17 @@ def encode_targets(y, encoding, name="y"):
     return np.eye(len(encoding.classes), dtype=np.float32)[index]
 
 
-def decode_probabilities(proba, encoding, threshold):
-    """Turn network probabilities ``(n, H, W, K)`` into masks like the fitted ``y``."""
+def decode_masks(masks, encoding):
+    """Turn bool ``(n, H, W, K)`` masks of the predicted classes into masks like the fitted ``y``.
+
+    ``masks`` come from :func:`skunetseg.postprocess.postprocess`: one channel per
+    network output, one-hot for multiclass targets.
+    """
     if encoding.target_type == "multilabel":
-        return (proba > threshold).astype(np.uint8)
+        return masks.astype(np.uint8)
     if encoding.target_type == "binary":
-        labels = np.where(proba[..., 0] > threshold, encoding.classes[1], encoding.classes[0])
+        labels = np.where(masks[..., 0], encoding.classes[1], encoding.classes[0])
     else:
-        labels = encoding.classes[np.argmax(proba, axis=-1)]
+        labels = encoding.classes[np.argmax(masks, axis=-1)]
     labels = labels.astype(encoding.classes.dtype, copy=False)
     return labels[..., np.newaxis] if encoding.channel_axis else labels
-
-
-def one_hot_predictions(proba, encoding, threshold):
-    """Binary ``(n, H, W, K)`` masks of the predicted classes, as the Dice score sees them."""
-    if encoding.target_type == "multiclass":
-        return np.eye(proba.shape[-1], dtype=bool)[np.argmax(proba, axis=-1)]
-    return proba > threshold

@@ -35,6 +35,7 @@ import numpy as np
 from .metrics import _as_binary_masks, dice_per_pair
 
 __all__ = [
+    "check_postprocessing",
     "ACTIVATIONS",
     "DEFAULT_THRESHOLDS",
     "DEFAULT_MIN_AREAS",
@@ -215,6 +216,41 @@ def _masks(proba, threshold, activation):
     return proba > threshold
 
 
+def check_postprocessing(n_classes, *, threshold=0.5, min_area=0, min_component_area=0,
+                         activation="sigmoid"):
+    """Validate post-processing settings for ``n_classes`` classes.
+
+    Parameters
+    ----------
+    n_classes : int
+        Number of output channels K.
+    threshold, min_area, min_component_area, activation
+        As in :func:`postprocess`.
+
+    Returns
+    -------
+    threshold : ndarray of shape (K,) or None
+        None with softmax outputs given no threshold.
+    min_area, min_component_area : ndarray of shape (K,)
+    """
+    _check_activation(activation)
+    if activation == "softmax":
+        if threshold is not None:
+            threshold = _per_class(threshold, "threshold", n_classes, threshold=True)
+    elif threshold is None:
+        raise ValueError(
+            "threshold=None is only allowed with activation='softmax'; sigmoid outputs "
+            "need a threshold in (0, 1) or one per class."
+        )
+    else:
+        threshold = _per_class(threshold, "threshold", n_classes, threshold=True)
+    min_area = _per_class(min_area, "min_area", n_classes, threshold=False)
+    min_component_area = _per_class(
+        min_component_area, "min_component_area", n_classes, threshold=False
+    )
+    return threshold, min_area, min_component_area
+
+
 def postprocess(proba, *, threshold=0.5, min_area=0, min_component_area=0, activation="sigmoid"):
     """Turn probability maps into masks: threshold, drop small components, blank small masks.
 
@@ -259,25 +295,11 @@ def postprocess(proba, *, threshold=0.5, min_area=0, min_component_area=0, activ
     >>> int(postprocess(proba, min_area=0.5).sum())  # less than half of the 36 pixels: blanked
     0
     """
-    _check_activation(activation)
     proba = _check_proba(proba)
-    n_classes = proba.shape[-1]
-    if activation == "softmax":
-        if threshold is not None:
-            _per_class(threshold, "threshold", n_classes, threshold=True)
-        classes = range(1, n_classes)
-    else:
-        if threshold is None:
-            raise ValueError(
-                "threshold=None is only allowed with activation='softmax'; sigmoid outputs "
-                "need a threshold in (0, 1) or one per class."
-            )
-        threshold = _per_class(threshold, "threshold", n_classes, threshold=True)
-        classes = range(n_classes)
-    min_area = _per_class(min_area, "min_area", n_classes, threshold=False)
-    min_component_area = _per_class(
-        min_component_area, "min_component_area", n_classes, threshold=False
-    )
+    threshold, min_area, min_component_area = check_postprocessing(
+        proba.shape[-1], threshold=threshold, min_area=min_area,
+        min_component_area=min_component_area, activation=activation)
+    classes = range(1 if activation == "softmax" else 0, proba.shape[-1])
     masks = _filter(_masks(proba, threshold, activation), min_area, min_component_area,
                     list(classes))
     if activation == "softmax":

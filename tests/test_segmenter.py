@@ -31,6 +31,24 @@ def test_history_records_every_epoch(fitted_binary):
     assert fitted_binary.best_epoch_ in (1, 2)
 
 
+def test_postprocessing_parameters_apply_in_predict_and_score(fitted_binary, binary_data):
+    import copy
+
+    from skunetseg.metrics import dice_score
+    from skunetseg.postprocess import postprocess
+
+    X, y = binary_data
+    proba = fitted_binary.predict_proba(X)
+    model = copy.copy(fitted_binary).set_params(threshold=[0.3], min_area=0.02,
+                                                min_component_area=3)
+    expected = postprocess(proba, threshold=0.3, min_area=0.02, min_component_area=3)
+    np.testing.assert_array_equal(model.predict(X), expected[..., 0].astype(np.uint8))
+    assert model.score(X, y) == pytest.approx(dice_score(y, expected[..., 0]))
+    # a min_area (in pixels) above any mask's area erases every mask
+    assert not model.set_params(min_area=X.shape[1] * X.shape[2] + 1).predict(X).any()
+    assert fitted_binary.min_area == 0  # the copy's settings are its own
+
+
 def test_odd_sizes_other_than_training_are_padded_and_cropped_back(fitted_binary):
     X, _ = synthetic_images(n=3, height=21, width=50, seed=3)
     assert fitted_binary.predict_proba(X).shape == (3, 21, 50, 1)
@@ -60,9 +78,13 @@ def test_multiclass_label_maps_get_softmax_and_label_maps_back():
 def test_multilabel_masks_get_one_sigmoid_per_class():
     X, discs = synthetic_images(n=8, height=32, width=32, seed=2, channels=3)
     y = np.stack([discs, 1 - discs], axis=-1)  # two overlapping-style channels
-    model = UNetSegmenter(**SMALL, loss="bce_jaccard", random_state=0).fit(X, y)
+    model = UNetSegmenter(**SMALL, loss="bce_jaccard", threshold=[0.3, 0.7],
+                          random_state=0).fit(X, y)
     assert model.target_type_ == "multilabel" and model.n_classes_ == 2
-    assert model.predict(X).shape == y.shape
+    # one threshold per class, in predict and in the Dice watched during training
+    expected = (model.predict_proba(X) > np.array([0.3, 0.7])).astype(np.uint8)
+    np.testing.assert_array_equal(model.predict(X), expected)
+    assert np.isfinite(model.history_[-1]["dice"])
     assert model.n_channels_in_ == 3
 
 
