@@ -6,6 +6,7 @@
 
 import importlib
 
+from ._ensemble import FoldEnsemble
 from ._persistence import load, save_model
 from ._segmenter import UNetSegmenter
 from .metrics import dice_score, dice_scorer, make_dice_scorer, mask_accuracy_score
@@ -15,6 +16,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "UNetSegmenter",
+    "FoldEnsemble",
     "ImagePreprocessor",
     "load",
     "save_model",
@@ -24,13 +26,16 @@ __all__ = [
     "mask_accuracy_score",
     "augment",
     "datasets",
+    "io",
     "losses",
     "metrics",
+    "plotting",
+    "postprocess",
     "rle",
     "tta",
 ]
 
-_LAZY_SUBMODULES = {"augment", "datasets", "losses", "rle", "tta"}
+_LAZY_SUBMODULES = {"augment", "datasets", "io", "losses", "plotting", "postprocess", "rle", "tta"}
 
 
 def __getattr__(name):

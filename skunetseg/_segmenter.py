@@ -13,11 +13,11 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import LOSS_NAMES, check_backbone
+from ._base import SegmenterMixin
 from ._images import check_images, pad_to_multiple
-from ._targets import decode_masks, encode_targets, fit_target_encoding
+from ._targets import encode_targets, fit_target_encoding
 from ._worker import run_in_worker
 from .augment import AUGMENT_PRESETS, resolve_augmenter
-from .metrics import dice_per_pair
 from .postprocess import check_postprocessing, postprocess
 from .tta import MERGE_METHODS, TTA_PRESETS, predict_with_tta, resolve_tta
 
@@ -41,7 +41,7 @@ def _train_network(estimator, train, valid):
     return model.get_weights(), history, best_epoch, momentum
 
 
-class UNetSegmenter(BaseEstimator):
+class UNetSegmenter(SegmenterMixin, BaseEstimator):
     """U-Net image segmentation (segmentation-models on Keras 3) as a scikit-learn estimator.
 
     Trains a U-Net with a segmentation-models encoder on a stack of images and
@@ -506,21 +506,6 @@ class UNetSegmenter(BaseEstimator):
         proba = _keras_side().predict(self.model_, self._network_input(images), self.batch_size)
         return proba[:, :height, :width]
 
-    def predict(self, X):
-        """Predicted masks, in the format of the ``y`` given to ``fit``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_images, H, W) or (n_images, H, W, C)
-
-        Returns
-        -------
-        masks : ndarray
-            Binary masks with the two values of ``classes_``, multiclass label
-            maps, or multilabel 0/1 masks, shaped like the fitted ``y``.
-        """
-        return self._decode(self.predict_proba(X))
-
     def _postprocessing(self, encoding):
         """The validated (threshold, min_area, min_component_area), one value per output."""
         return check_postprocessing(
@@ -537,34 +522,6 @@ class UNetSegmenter(BaseEstimator):
         return postprocess(proba, threshold=threshold, min_area=min_area,
                            min_component_area=min_component_area,
                            activation=self._encoding.activation)
-
-    def _decode(self, proba):
-        """Post-processed masks in the format of the fitted ``y``."""
-        return decode_masks(self._binary_masks(proba), self._encoding)
-
-    def score(self, X, y):
-        """Mean Kaggle Dice of the predictions of ``X`` against the masks ``y``.
-
-        Every (image, class) pair counts once, a pair with both masks empty as 1.
-        Binary targets score the positive class; multiclass label maps score
-        every label, background included.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_images, H, W) or (n_images, H, W, C)
-        y : array-like, masks in the format given to ``fit``
-
-        Returns
-        -------
-        score : float
-        """
-        check_is_fitted(self)
-        truth = encode_targets(y, self._encoding, name="y") > 0.5
-        proba = self.predict_proba(X)
-        if truth.shape[:3] != proba.shape[:3]:
-            raise ValueError(f"y must hold one mask per image of X, of the images' size; "
-                             f"got {truth.shape[:3]} for images {proba.shape[:3]}.")
-        return float(dice_per_pair(truth, self._binary_masks(proba)).mean())
 
     # ---------------------------------------------------------------- misc
     def save(self, path, *, overwrite=False):

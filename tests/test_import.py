@@ -4,8 +4,10 @@ import sys
 
 def test_import_does_not_load_tensorflow():
     code = ("import sys, skunetseg, skunetseg.metrics, skunetseg.datasets, "
-            "skunetseg.preprocessing, skunetseg.augment, skunetseg.tta, skunetseg.rle; "
-            "from skunetseg import UNetSegmenter; UNetSegmenter().get_params(); "
+            "skunetseg.preprocessing, skunetseg.augment, skunetseg.tta, skunetseg.rle, "
+            "skunetseg.io, skunetseg.postprocess, skunetseg.plotting; "
+            "from skunetseg import UNetSegmenter, FoldEnsemble; UNetSegmenter().get_params(); "
+            "FoldEnsemble().get_params(); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('tensorflow', 'keras', 'segmentation_models')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
