@@ -13,7 +13,7 @@ import warnings
 
 import numpy as np
 
-from ._backend import gpu_available, keras, sm
+from ._backend import gpu_available, keras, sm, tf
 from ._batches import AugmentedBatches  # noqa: F401  (the estimator's training input)
 from ._keras_metrics import KaggleDice, MaskAccuracy
 from .losses import get_loss
@@ -41,6 +41,21 @@ def resolve_mixed_precision(mixed_precision):
     if mixed_precision == "auto":
         mixed_precision = gpu_available()
     return "mixed_float16" if mixed_precision else "float32"
+
+
+def distribution_scope(distribute):
+    """The ``tf.distribute`` scope for the ``distribute`` parameter, or a null context.
+
+    ``"auto"``: a ``MirroredStrategy`` (data parallelism, one model replica per
+    GPU, gradients summed across them) when TensorFlow sees more than one GPU,
+    else none. ``"mirrored"``: a ``MirroredStrategy`` over every visible GPU, or
+    over the CPU when there is none. None: no strategy.
+    """
+    if distribute == "auto":
+        distribute = "mirrored" if len(tf.config.list_logical_devices("GPU")) > 1 else None
+    if distribute is None:
+        return contextlib.nullcontext()
+    return tf.distribute.MirroredStrategy().scope()
 
 
 def build_unet(*, backbone, encoder_weights, n_channels, n_outputs, activation,
@@ -120,8 +135,12 @@ def auto_batchnorm_momentum(steps_per_epoch):
     return min(0.99, 1.0 - 1.0 / max(1, steps_per_epoch))
 
 
-def compile_model(model, *, loss, activation, learning_rate, accumulate_steps, threshold):
-    """Compile with Adam (gradient accumulation when ``accumulate_steps > 1``)."""
+def compile_model(model, *, loss, activation, learning_rate, accumulate_steps, threshold,
+                  metrics=None):
+    """Compile with Adam (gradient accumulation when ``accumulate_steps > 1``).
+
+    ``metrics=None`` means the segmentation metrics ``dice`` and ``mask_accuracy``.
+    """
     optimizer = keras.optimizers.Adam(
         learning_rate=learning_rate,
         gradient_accumulation_steps=accumulate_steps if accumulate_steps > 1 else None,
@@ -130,7 +149,8 @@ def compile_model(model, *, loss, activation, learning_rate, accumulate_steps, t
     model.compile(
         optimizer=optimizer,
         loss=get_loss(loss, activation),
-        metrics=[KaggleDice(threshold, multiclass), MaskAccuracy(threshold, multiclass)],
+        metrics=(metrics if metrics is not None else
+                 [KaggleDice(threshold, multiclass), MaskAccuracy(threshold, multiclass)]),
         # XLA on the CPU trains and predicts about 4x slower here (docs/design.md)
         jit_compile=False,
     )
@@ -144,9 +164,10 @@ class _EpochRecorder(keras.callbacks.Callback):
     later callback (or Ctrl-C) ends training.
     """
 
-    def __init__(self, monitor):
+    def __init__(self, monitor, mode="max"):
         super().__init__()
         self.monitor = monitor
+        self.sign = 1.0 if mode == "max" else -1.0
         self.epochs = []
         self.best_score = -np.inf
         self.best_weights = None
@@ -157,30 +178,33 @@ class _EpochRecorder(keras.callbacks.Callback):
         record["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
         self.epochs.append(record)
         score = record.get(self.monitor)
-        if score is not None and score > self.best_score:
-            self.best_score, self.best_epoch = score, epoch + 1
+        if score is not None and self.sign * score > self.best_score:
+            self.best_score, self.best_epoch = self.sign * score, epoch + 1
             self.best_weights = self.model.get_weights()
 
 
 def train(model, training, *, validation_data, epochs, batch_size, early_stopping_patience,
-          reduce_lr_patience, reduce_lr_factor, callbacks, verbose):
+          reduce_lr_patience, reduce_lr_factor, callbacks, verbose, monitor="dice",
+          mode="max"):
     """Train ``model``, restore its best weights, and return (history, best epoch).
 
     ``training`` is a tuple of arrays ``(x, y)``, shuffled by Keras, or a
     :class:`AugmentedBatches`, which batches and shuffles itself.
 
-    Watches ``val_dice`` when ``validation_data`` is given, else the training
-    ``dice``. Ctrl-C stops training with a warning and keeps the best weights.
+    Watches ``"val_" + monitor`` when ``validation_data`` is given, else the
+    training ``monitor``, which is better when larger (``mode="max"``) or
+    smaller (``mode="min"``). Ctrl-C stops training with a warning and keeps the
+    best weights.
     """
-    monitor = "val_dice" if validation_data is not None else "dice"
-    recorder = _EpochRecorder(monitor)
+    monitor = f"val_{monitor}" if validation_data is not None else monitor
+    recorder = _EpochRecorder(monitor, mode)
     schedule = [recorder]
     if early_stopping_patience is not None:
         schedule.append(keras.callbacks.EarlyStopping(
-            monitor=monitor, mode="max", patience=early_stopping_patience))
+            monitor=monitor, mode=mode, patience=early_stopping_patience))
     if reduce_lr_patience is not None:
         schedule.append(keras.callbacks.ReduceLROnPlateau(
-            monitor=monitor, mode="max", patience=reduce_lr_patience,
+            monitor=monitor, mode=mode, patience=reduce_lr_patience,
             factor=reduce_lr_factor, verbose=min(verbose, 1)))
     try:
         if isinstance(training, tuple):
@@ -233,3 +257,40 @@ def release_memory():
 def load_archive(archive):
     """Load a ``.keras`` archive in Keras' safe mode (no arbitrary code is deserialized)."""
     return keras.saving.load_model(archive, safe_mode=True, compile=False)
+
+
+def build_classifier(*, backbone, encoder_weights, n_channels, n_outputs, pooling, dropout,
+                     policy="float32"):
+    """Build an uncompiled image classifier: the bare encoder of ``backbone``, global
+    ``pooling`` ("avg" or "max"), dropout, and ``n_outputs`` sigmoid outputs.
+
+    ``encoder_weights`` is None, "imagenet" or the path of an encoder weights file.
+    """
+    pool = {"avg": keras.layers.GlobalAveragePooling2D,
+            "max": keras.layers.GlobalMaxPooling2D}[pooling]
+    with dtype_policy(policy):
+        encoder = build_encoder(backbone, n_channels)
+        features = pool(name="presence_pool")(encoder.output)
+        if dropout:
+            features = keras.layers.Dropout(dropout, name="presence_dropout")(features)
+        outputs = keras.layers.Dense(n_outputs, activation="sigmoid", dtype="float32",
+                                     name="presence")(features)
+        model = keras.Model(encoder.input, outputs, name=f"{backbone}_presence")
+    if encoder_weights == "imagenet":
+        # the U-Net builder knows how to fetch them (and explains a failed download)
+        donor = build_unet(backbone=backbone, encoder_weights="imagenet",
+                           n_channels=n_channels, n_outputs=1, activation="sigmoid",
+                           decoder_filters=(1,) * 5, policy=policy)
+        donor_layers = {layer.name: layer for layer in donor.layers}
+        for layer in encoder.layers:
+            if layer.weights:
+                layer.set_weights(donor_layers[layer.name].get_weights())
+    elif encoder_weights is not None:
+        _load_encoder_weights(model, backbone, os.fspath(encoder_weights), n_channels)
+    return model
+
+
+def presence_metrics(threshold):
+    """Metrics of a presence classifier: accuracy at ``threshold`` and ROC AUC."""
+    return [keras.metrics.BinaryAccuracy(name="accuracy", threshold=threshold),
+            keras.metrics.AUC(name="auc")]

@@ -117,6 +117,12 @@ class UNetSegmenter(SegmenterMixin, BaseEstimator):
         How the views' probabilities are merged.
     mixed_precision : "auto" or bool, default="auto"
         Compute in float16 with float32 weights; ``"auto"`` does so on a GPU only.
+    distribute : {"auto", "mirrored"} or None, default="auto"
+        Data-parallel training through ``tf.distribute``: ``"mirrored"`` trains
+        one replica per visible GPU (``tf.distribute.MirroredStrategy``; the CPU
+        when there is none), ``"auto"`` does so when more than one GPU is
+        visible, None never. ``batch_size`` is the global batch, split across
+        the replicas.
     callbacks : list of keras.callbacks.Callback, default=None
         Extra Keras callbacks; each fit uses shallow copies, the list itself is
         left untouched.
@@ -204,6 +210,7 @@ class UNetSegmenter(SegmenterMixin, BaseEstimator):
         "tta": [None, StrOptions(set(TTA_PRESETS)), list, tuple],
         "tta_merge": [StrOptions(set(MERGE_METHODS))],
         "mixed_precision": [StrOptions({"auto"}), "boolean"],
+        "distribute": [StrOptions({"auto", "mirrored"}), None],
         "callbacks": [list, None],
         "fit_in_subprocess": ["boolean"],
         "random_state": ["random_state"],
@@ -233,6 +240,7 @@ class UNetSegmenter(SegmenterMixin, BaseEstimator):
         tta=None,
         tta_merge="mean",
         mixed_precision="auto",
+        distribute="auto",
         callbacks=None,
         fit_in_subprocess=False,
         random_state=None,
@@ -258,6 +266,7 @@ class UNetSegmenter(SegmenterMixin, BaseEstimator):
         self.tta = tta
         self.tta_merge = tta_merge
         self.mixed_precision = mixed_precision
+        self.distribute = distribute
         self.callbacks = callbacks
         self.fit_in_subprocess = fit_in_subprocess
         self.random_state = random_state
@@ -323,7 +332,7 @@ class UNetSegmenter(SegmenterMixin, BaseEstimator):
                 *train, augmenter=augmenter, batch_size=self.batch_size,
                 prepare_images=self._network_input, mask_fill=self._encoding.background,
                 seed=seed)
-        with keras_side.seeded(seed):
+        with keras_side.seeded(seed), keras_side.distribution_scope(self.distribute):
             model = self._build_model(keras_side, self.encoder_weights)
             keras_side.set_batchnorm_momentum(model, momentum)
             keras_side.compile_model(

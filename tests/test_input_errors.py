@@ -55,6 +55,7 @@ def test_bad_fit_input(X_bad, y_bad, error, match):
     ({"decoder_filters": (16, 8)}, ValueError, "'decoder_filters' parameter must be 5"),
     ({"encoder_weights": "/no/such/file.h5"}, ValueError, "'encoder_weights' parameter"),
     ({"mixed_precision": "yes"}, ValueError, "'mixed_precision' parameter"),
+    ({"distribute": "multi"}, ValueError, "'distribute' parameter"),
     ({"validation_fraction": 0.8}, ValueError,
      "validation_fraction=0.8 holds out 4 of the 4 images and leaves none"),
 ])

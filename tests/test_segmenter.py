@@ -225,3 +225,15 @@ def test_refitting_releases_nothing_the_first_model_needs(fitted_binary, binary_
     np.testing.assert_array_equal(fitted_binary.predict_proba(X), before)
 
 
+
+
+def test_mirrored_strategy_trains_replicas_and_matches_a_single_device_fit():
+    # tf.distribute on the CPU: a MirroredStrategy over the one CPU device
+    X, y = synthetic_images(n=8, height=32, width=32, seed=5)
+    mirrored = UNetSegmenter(**SMALL, distribute="mirrored", random_state=0).fit(X, y)
+    network = mirrored.model_
+    assert type(network.distribute_strategy).__name__ == "MirroredStrategy"
+    assert type(network.weights[0].value).__name__ == "MirroredVariable"
+    single = UNetSegmenter(**SMALL, distribute="auto", random_state=0).fit(X, y)  # no GPU: none
+    assert type(single.model_.distribute_strategy).__name__ != "MirroredStrategy"
+    np.testing.assert_allclose(mirrored.predict_proba(X), single.predict_proba(X), atol=1e-5)

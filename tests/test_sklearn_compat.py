@@ -42,21 +42,24 @@ def test_repr_shows_only_changed_parameters():
         "UNetSegmenter(backbone='resnet18', epochs=3)"
 
 
-def test_cross_val_score_with_dice_scorer(binary_data):
+def test_cross_val_score_with_dice_scorer_in_two_processes(binary_data):
     X, y = binary_data
-    scores = cross_val_score(UNetSegmenter(**SMALL, random_state=0), X, y,
-                             cv=KFold(3), scoring=dice_scorer)
+    model = UNetSegmenter(**SMALL, random_state=0)
+    scores = cross_val_score(model, X, y, cv=KFold(3), scoring=dice_scorer, n_jobs=2)
     assert scores.shape == (3,)
     assert ((scores >= 0) & (scores <= 1)).all()
+    # each worker process built its own model: the first fold, redone here, agrees
+    first = clone(model).fit(X[4:], y[4:])
+    assert scores[0] == pytest.approx(dice_scorer(first, X[:4], y[:4]), abs=1e-6)
 
 
-def test_grid_search_over_two_parameters_refits_the_best(binary_data):
+def test_grid_search_over_two_parameters_in_two_processes_refits_the_best(binary_data):
     X, y = binary_data
     # tta is one of the two: TTA settings are compared like any other parameter
     search = GridSearchCV(
         UNetSegmenter(**SMALL, random_state=0),
         param_grid={"tta": [None, "flips"], "learning_rate": [1e-2, 1e-3]},
-        cv=KFold(2), scoring=dice_scorer, refit=True,
+        cv=KFold(2), scoring=dice_scorer, refit=True, n_jobs=2,
     )
     search.fit(X, y)
     assert len(search.cv_results_["params"]) == 4

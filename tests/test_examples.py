@@ -1,0 +1,52 @@
+"""Run the examples' quick modes on the real data and check what they print."""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import shared_data_home
+
+REPO = Path(__file__).resolve().parents[1]
+NUMBER = r"(\d+(?:\.\d+)?)"
+
+
+def run_example(name, *args):
+    """Run examples/<name> with the working tree's skunetseg; return its stdout."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, str(REPO / "examples" / name), *args], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_cv_grid_search_quick_prints_sane_scores():
+    home = shared_data_home()
+    if not (home / "membrane").is_dir():
+        pytest.skip(f"the membrane data is not in {home}")
+    out = run_example("cv_grid_search.py", "--quick", "--data-home", str(home))
+
+    folds = re.search(r"cross_val_score, 2 folds .*Dice per fold \[(.*)\], mean " + NUMBER, out)
+    assert folds, out
+    fold_scores = [float(value) for value in folds.group(1).split(",")]
+    assert len(fold_scores) == 2 and all(0 <= score <= 1 for score in fold_scores)
+    assert float(folds.group(2)) == pytest.approx(sum(fold_scores) / 2, abs=1e-3)
+
+    ranks = re.findall(r"rank (\d+): Dice " + NUMBER + r" \+/- " + NUMBER + r"  \{(.*)\}", out)
+    order = [int(rank) for rank, *_ in ranks]
+    assert len(order) == 2 and order[0] == 1 and order == sorted(order), out  # best first
+    losses = {re.search(r"'loss': '(\w+)'", params).group(1) for *_, params in ranks}
+    assert losses == {"jaccard", "bce_dice"}
+    assert float(ranks[0][1]) >= float(ranks[1][1])
+    assert all(0 <= float(mean) <= 1 for _, mean, _, _ in ranks)
+
+    best = re.search(r"best parameters: \{(.*)\}, cross-validated Dice " + NUMBER, out)
+    assert best and best.group(1) == ranks[0][3] and best.group(2) == ranks[0][1], out
+    test = re.search(r"test Dice of the refitted best model: " + NUMBER +
+                     r" \(predicting all membrane: " + NUMBER + r"\)", out)
+    assert test, out
+    assert 0 <= float(test.group(1)) <= 1
+    assert 0.3 < float(test.group(2)) < 0.4  # about 22 % of the pixels are membrane
