@@ -7,7 +7,9 @@
 import importlib
 
 from ._ensemble import FoldEnsemble
+from ._false_positive import FalsePositiveFilter
 from ._persistence import load, save_model
+from ._presence import PresenceClassifier
 from ._segmenter import UNetSegmenter
 from .metrics import dice_score, dice_scorer, make_dice_scorer, mask_accuracy_score
 from .preprocessing import ImagePreprocessor
@@ -17,6 +19,8 @@ __version__ = "0.1.0"
 __all__ = [
     "UNetSegmenter",
     "FoldEnsemble",
+    "FalsePositiveFilter",
+    "PresenceClassifier",
     "ImagePreprocessor",
     "load",
     "save_model",

@@ -3,6 +3,7 @@
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from ._images import load_labels
 from ._targets import decode_masks, encode_targets
 from .metrics import dice_per_pair
 
@@ -54,7 +55,7 @@ class SegmenterMixin:
         score : float
         """
         check_is_fitted(self)
-        truth = encode_targets(y, self._encoding, name="y") > 0.5
+        truth = encode_targets(load_labels(y, name="y"), self._encoding, name="y") > 0.5
         proba = self.predict_proba(X)
         if truth.shape[:3] != proba.shape[:3]:
             raise ValueError(f"y must hold one mask per image of X, of the images' size; "

@@ -1,10 +1,13 @@
-"""Augmented training batches for Keras, prepared on worker threads.
+"""Training and validation batches for Keras, prepared on worker threads.
 
 :class:`AugmentedBatches` is the training input of ``UNetSegmenter.fit`` when
-``augment`` is set. cv2 releases the GIL, so threads augment the next batches while
-TensorFlow trains on the current one. Each batch's random draws come from
-``(seed, epoch, batch index)``: the result does not depend on which worker thread
-prepared it or when, so a fit with an integer ``random_state`` is reproducible.
+``augment`` is set or the images are files, and its validation input for files.
+It reads the images of each batch from an image source (:mod:`skunetseg._images`:
+rows of an in-memory array, or image files read per batch), so a data set of files
+is never loaded whole. cv2 releases the GIL, so threads read and augment the next
+batches while TensorFlow trains on the current one. Each batch's random draws come
+from ``(seed, epoch, batch index)``: the result does not depend on which worker
+thread prepared it or when, so a fit with an integer ``random_state`` is reproducible.
 """
 
 import math
@@ -13,20 +16,21 @@ import os
 import numpy as np
 
 from ._backend import keras
-from ._images import pad_to_multiple
+from ._images import ArrayImages, pad_to_multiple
 
 
 class AugmentedBatches(keras.utils.PyDataset):
-    """Shuffled batches of augmented, network-ready images and masks.
+    """Batches of (augmented) network-ready images and masks, shuffled each epoch.
 
     Parameters
     ----------
-    images : ndarray of shape (n, H, W, C), float32
-        Validated, unpadded training images.
+    images : ndarray of shape (n, H, W, C), float32, or image source
+        Validated, unpadded training images, or a source whose ``take(indices)``
+        returns them (:class:`~skunetseg._images.PathImages` reads files).
     targets : ndarray of shape (n, H, W, K), float32
         Their encoded masks.
-    augmenter : skunetseg.augment.Augmenter
-        Draws and applies the random transforms.
+    augmenter : skunetseg.augment.Augmenter or None
+        Draws and applies the random transforms; None leaves the images as read.
     batch_size : int
     prepare_images : callable
         Turns augmented images into network input (channel repeat, padding).
@@ -34,35 +38,43 @@ class AugmentedBatches(keras.utils.PyDataset):
         Mask value for pixels that a transform brings in from outside the image.
     seed : int or None
         None draws a fresh seed.
+    shuffle : bool, default=True
+        Draw a new order of the images each epoch; False keeps their order (validation).
     workers : int, default=None
         Worker threads; None means ``min(4, os.cpu_count())``.
     """
 
     def __init__(self, images, targets, *, augmenter, batch_size, prepare_images, mask_fill,
-                 seed, workers=None):
+                 seed, shuffle=True, workers=None):
         workers = workers or min(4, os.cpu_count() or 1)
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=2 * workers)
         self.images = images
+        self.source = ArrayImages(images) if isinstance(images, np.ndarray) else images
         self.targets = targets
         self.augmenter = augmenter
         self.batch_size = batch_size
         self.prepare_images = prepare_images
         self.mask_fill = mask_fill
         self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
+        self.shuffle = shuffle
         self.epoch = 0
         self.order = self._permutation()
 
     def _permutation(self):
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.images))
+        if not self.shuffle:
+            return np.arange(len(self.source))
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.source))
 
     def __len__(self):
-        return math.ceil(len(self.images) / self.batch_size)
+        return math.ceil(len(self.source) / self.batch_size)
 
     def __getitem__(self, index):
         rows = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        images, masks = self.augmenter.augment_batch(self.images[rows], self.targets[rows], rng,
-                                                     mask_fill=self.mask_fill)
+        images, masks = self.source.take(rows), self.targets[rows]
+        if self.augmenter is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            images, masks = self.augmenter.augment_batch(images, masks, rng,
+                                                         mask_fill=self.mask_fill)
         return self.prepare_images(images), pad_to_multiple(masks)
 
     def on_epoch_end(self):

@@ -11,10 +11,16 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import SegmenterMixin
+from ._images import load_labels
 from ._segmenter import UNetSegmenter
 from ._targets import encode_targets
 from .metrics import dice_per_pair
-from .postprocess import check_postprocessing, postprocess, tune_postprocessing
+from .postprocess import (
+    applied_postprocessing,
+    check_postprocessing,
+    postprocess,
+    tune_postprocessing,
+)
 
 __all__ = ["FoldEnsemble"]
 
@@ -199,10 +205,14 @@ class FoldEnsemble(SegmenterMixin, BaseEstimator):
         if len(np.unique(held_out)) != len(held_out):
             raise ValueError("cv must hold out each image at most once (its test folds "
                              "overlap): out-of-fold predictions would be ambiguous.")
+        if any(isinstance(proba, list) for _, proba in fitted):
+            raise ValueError("FoldEnsemble needs images of one size: with input_size set, give "
+                             "it image files of one size (or arrays), not files of mixed sizes.")
         oof_proba = np.full((len(X), *fitted[0][1].shape[1:]), np.nan, dtype=np.float32)
         for (_, test), (_, proba) in zip(self.folds_, fitted, strict=True):
             oof_proba[test] = proba
-        truth = encode_targets(y, self._encoding, name="y")[held_out] > 0.5
+        truth = encode_targets(load_labels(y, name="y"), self._encoding,
+                               name="y")[held_out] > 0.5
         self._set_postprocessing(oof_proba[held_out], truth)
         masks = self._binary_masks(oof_proba[held_out])
         pair_scores = dice_per_pair(truth, masks).mean(axis=-1)
@@ -218,16 +228,15 @@ class FoldEnsemble(SegmenterMixin, BaseEstimator):
         """Set ``thresholds_``, ``min_areas_`` and ``min_component_areas_`` (tuned if asked)."""
         activation = self._encoding.activation
         first = self.estimators_[0]
-
-        def chosen(name):
-            own = getattr(self, name)
-            return own if own is not None else first.get_params().get(name, 0)
-
-        threshold = chosen("threshold") if activation == "sigmoid" else None
+        # the fold models' own post-processing, unless this ensemble sets its own
+        fold_settings = applied_postprocessing(first, self._encoding)
+        threshold, min_area, min_component_area = (
+            fold if own is None else own for own, fold in zip(
+                (self.threshold, self.min_area, self.min_component_area), fold_settings,
+                strict=True))
         self.thresholds_, self.min_areas_, self.min_component_areas_ = check_postprocessing(
-            truth.shape[-1], threshold=threshold,
-            min_area=chosen("min_area"), min_component_area=chosen("min_component_area"),
-            activation=activation)
+            truth.shape[-1], threshold=threshold if activation == "sigmoid" else None,
+            min_area=min_area, min_component_area=min_component_area, activation=activation)
         if self.tune_postprocessing:
             search = tune_postprocessing(oof_proba, truth, activation=activation)
             self.oof_score_before_tuning_ = search.score_before

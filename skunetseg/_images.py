@@ -1,6 +1,12 @@
-"""Checking, scaling and padding stacks of images (NumPy only)."""
+"""Checking, scaling, resizing and padding stacks of images; image sources for the estimators."""
 
+import copy
+import os
+
+import cv2
 import numpy as np
+
+from .io import _describe, _resize, check_paths, is_path_sequence, read_image, read_images
 
 #: Every segmentation-models encoder downsamples five times.
 SIZE_MULTIPLE = 32
@@ -75,3 +81,186 @@ def pad_to_multiple(images, multiple=SIZE_MULTIPLE, mode="reflect"):
         return images
     return np.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode=mode)
 
+
+
+# --------------------------------------------------------------- image sources
+# The estimators read their images through a source: ``len(source)`` images,
+# ``source.take(indices)`` gives them as network-ready float32 ``(m, h, w, C)``
+# (scaled like check_images, resized to ``size`` when given). ArrayImages holds
+# them in memory; PathImages reads the files of the selected rows on each call.
+
+
+def is_paths(X):
+    """Whether ``X`` names files: one path (rejected later by check_paths) or a sequence."""
+    return isinstance(X, (str, bytes, os.PathLike)) or is_path_sequence(X)
+
+
+def reject_single_path(value, *, name="X", kind="image"):
+    """Raise a TypeError when ``value`` is one path rather than a sequence of them."""
+    if isinstance(value, (str, bytes, os.PathLike)):
+        path = os.fsdecode(value)
+        raise TypeError(
+            f"{name} must be an array of {kind}s or a list of {kind} file paths; got the single "
+            f"path {path!r}. Pass [{path!r}] for one file, or the lists that "
+            "skunetseg.io.load_image_folder makes of a folder."
+        )
+
+
+def resize_images(images, size, *, kind="image", interpolation=None):
+    """Resize each of the ``(n, H, W, C)`` images to ``size = (height, width)``.
+
+    Images are resized like :func:`skunetseg.io.read_images` does (area when
+    shrinking, bilinear otherwise, unless ``interpolation`` is given), masks by
+    nearest neighbour. Returns ``images`` itself when ``size`` is None or their size.
+    """
+    if size is None or tuple(images.shape[1:3]) == tuple(size):
+        return images
+    resized = np.empty((len(images), *size, images.shape[-1]), dtype=images.dtype)
+    for index, image in enumerate(images):
+        resized[index] = _resize(image, tuple(size), kind, interpolation).reshape(
+            resized.shape[1:])  # cv2 drops a single channel axis
+    return resized
+
+
+def restore_sizes(proba, sizes):
+    """Bilinearly resize each of the ``(m, h, w, K)`` maps back to its image's size.
+
+    Returns one ``(m, H, W, K)`` array when all ``sizes`` agree, else a list of
+    ``(H_i, W_i, K)`` arrays.
+    """
+    if len(set(sizes)) == 1:
+        return resize_images(proba, sizes[0], interpolation=cv2.INTER_LINEAR)
+    return [resize_images(p[np.newaxis], size, interpolation=cv2.INTER_LINEAR)[0]
+            for p, size in zip(proba, sizes, strict=True)]
+
+
+def load_labels(y, *, name="y", size=None):
+    """Masks given as files read into one label array (resized by nearest neighbour to
+    ``size``); masks given as an array returned as they are."""
+    reject_single_path(y, name=name, kind="mask")
+    if is_paths(y):
+        return read_images(y, name=name, kind="mask", size=size)
+    return y
+
+
+class ArrayImages:
+    """Validated in-memory images ``(n, H, W, C)`` float32, taken at ``size`` when given."""
+
+    def __init__(self, images, size=None):
+        self.images = images
+        self.size = None if size is None else tuple(size)
+
+    def __len__(self):
+        return len(self.images)
+
+    @property
+    def n_channels(self):
+        return self.images.shape[-1]
+
+    @property
+    def own_size(self):
+        """The (height, width) every image has as given."""
+        return tuple(self.images.shape[1:3])
+
+    @property
+    def image_size(self):
+        """The (height, width) of the images ``take`` gives."""
+        return self.size or self.own_size
+
+    def read(self, indices):
+        """``(images at image_size, the images' own sizes)`` of the rows ``indices``."""
+        images = self.images[indices]
+        return resize_images(images, self.size), [self.own_size] * len(images)
+
+    def take(self, indices):
+        return self.read(indices)[0]
+
+    def subset(self, indices):
+        return ArrayImages(self.images[indices], self.size)
+
+    def resized(self):
+        """The same images resized to ``size`` once, in memory."""
+        return ArrayImages(resize_images(self.images, self.size))
+
+
+class PathImages:
+    """Image files read on demand, scaled like :func:`check_images` and resized to ``size``.
+
+    The first file is read once to learn the channels, dtype and (without
+    ``size``) the size that every other file must share; a file that differs is
+    reported with both names when its batch is read.
+    """
+
+    def __init__(self, paths, *, name="X", size=None, n_channels=None):
+        self.paths = check_paths(paths, name=name)
+        self.name = name
+        self.size = None if size is None else tuple(size)
+        first = read_image(self.paths[0])
+        self.reference = (self.paths[0], first.shape, first.dtype)
+        if n_channels is not None and self.n_channels != n_channels:
+            raise ValueError(
+                f"{name} has {self.n_channels} channel(s) (file {str(self.paths[0])!r}) but the "
+                f"model was fitted on images with {n_channels} channel(s)."
+            )
+
+    def __len__(self):
+        return len(self.paths)
+
+    @property
+    def n_channels(self):
+        shape = self.reference[1]
+        return 1 if len(shape) == 2 else shape[2]
+
+    @property
+    def own_size(self):
+        """The (height, width) every file must have, or None when they are resized."""
+        return tuple(self.reference[1][:2]) if self.size is None else None
+
+    @property
+    def image_size(self):
+        return self.size or self.own_size
+
+    def _check_like_first(self, path, image):
+        first_path, shape, dtype = self.reference
+        if image.ndim != len(shape) or image.shape[2:] != shape[2:]:
+            problem = ("differ in channel count (gray and colour images mixed?); convert the "
+                       "data set to one colour mode first")
+        elif image.dtype != dtype:
+            problem = ("differ in dtype; 8- and 16-bit images are scaled differently, convert "
+                       "the data set to one dtype first")
+        elif self.size is None and image.shape[:2] != shape[:2]:
+            problem = "differ in size; pass input_size=(height, width) to resize them"
+        else:
+            return
+        first = np.empty(shape, dtype)
+        raise ValueError(f"{self.name}: the files {str(first_path)!r} ({_describe(first)}) and "
+                         f"{str(path)!r} ({_describe(image)}) {problem}.")
+
+    def read(self, indices):
+        """``(images at image_size, the images' own sizes)`` of the rows ``indices``."""
+        paths = self.paths[indices] if isinstance(indices, slice) else [
+            self.paths[index] for index in indices]
+        images, sizes = [], []
+        for path in paths:
+            image = read_image(path)
+            self._check_like_first(path, image)
+            sizes.append(tuple(image.shape[:2]))
+            images.append(resize_images(check_images(image[np.newaxis], name=self.name),
+                                        self.size))
+        return np.concatenate(images), sizes
+
+    def take(self, indices):
+        return self.read(indices)[0]
+
+    def subset(self, indices):
+        part = copy.copy(self)
+        part.paths = [self.paths[index] for index in indices]
+        return part
+
+
+def image_source(X, *, name="X", size=None, n_channels=None):
+    """``X`` (an image array or a sequence of image files) as an image source."""
+    reject_single_path(X, name=name)
+    if is_paths(X):
+        return PathImages(X, name=name, size=size, n_channels=n_channels)
+    return ArrayImages(check_images(X, name=name, n_channels=n_channels), size)

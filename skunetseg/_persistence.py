@@ -31,6 +31,13 @@ def _json_params(estimator):
 
         params["loss"] = {"keras_loss": keras.losses.serialize(params["loss"])}
     params["decoder_filters"] = [int(f) for f in params["decoder_filters"]]
+    if params["input_size"] is not None:
+        params["input_size"] = [int(v) for v in params["input_size"]]
+    for name in ("threshold", "min_area", "min_component_area"):
+        if params[name] is not None and np.ndim(params[name]) == 1:
+            params[name] = [float(v) for v in params[name]]  # per class
+        elif params[name] is not None:
+            params[name] = float(params[name])
     if params["encoder_weights"] is not None:
         params["encoder_weights"] = os.fspath(params["encoder_weights"])
     return params
@@ -103,7 +110,8 @@ def load(path):
     estimator : UNetSegmenter
         Fitted, with the saved weights.
     """
-    from ._segmenter import UNetSegmenter, _keras_side
+    from ._keras_estimator import _keras_side
+    from ._segmenter import UNetSegmenter
     from ._targets import TargetEncoding
 
     path = os.fspath(path)
@@ -122,6 +130,8 @@ def load(path):
 
         params["loss"] = keras.losses.deserialize(params["loss"]["keras_loss"])
     params["decoder_filters"] = tuple(params["decoder_filters"])
+    if params.get("input_size") is not None:
+        params["input_size"] = tuple(params["input_size"])
     estimator = UNetSegmenter(**params)
     fitted = document["fitted"]
     encoding = TargetEncoding(

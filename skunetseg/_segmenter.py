@@ -7,32 +7,45 @@ from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, _fit_context
-from sklearn.exceptions import NotFittedError
-from sklearn.utils import check_random_state
+from sklearn.utils import _safe_indexing
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import LOSS_NAMES, check_backbone
 from ._base import SegmenterMixin
-from ._images import check_images, pad_to_multiple
+from ._images import (
+    ArrayImages,
+    image_source,
+    is_paths,
+    load_labels,
+    pad_to_multiple,
+    reject_single_path,
+    resize_images,
+    restore_sizes,
+)
+from ._keras_estimator import KerasModelMixin, _keras_side
 from ._targets import encode_targets, fit_target_encoding
 from ._worker import run_in_worker
 from .augment import AUGMENT_PRESETS, resolve_augmenter
+from .io import check_paths, read_mask
+from .metrics import dice_per_pair
 from .postprocess import check_postprocessing, postprocess
 from .tta import MERGE_METHODS, TTA_PRESETS, predict_with_tta, resolve_tta
 
 __all__ = ["UNetSegmenter"]
 
 
-#: With TTA, images are predicted in chunks of this many batches (times the views).
-_TTA_CHUNK_BATCHES = 8
+#: Images are read and predicted in chunks of this many batches (times the TTA views).
+_CHUNK_BATCHES = 8
 
 
-def _keras_side():
-    """The Keras half of the estimator; importing it loads TensorFlow."""
-    from . import _model
+def _unchanged(images):
+    return images
 
-    return _model
+
+def _in_memory(images):
+    """An in-memory source resized once to its ``input_size``; files stay files."""
+    return images.resized() if isinstance(images, ArrayImages) else images
 
 
 def _train_network(estimator, train, valid):
@@ -41,12 +54,16 @@ def _train_network(estimator, train, valid):
     return model.get_weights(), history, best_epoch, momentum
 
 
-class UNetSegmenter(SegmenterMixin, BaseEstimator):
+class UNetSegmenter(KerasModelMixin, SegmenterMixin, BaseEstimator):
     """U-Net image segmentation (segmentation-models on Keras 3) as a scikit-learn estimator.
 
     Trains a U-Net with a segmentation-models encoder on a stack of images and
     masks, watching the validation Kaggle Dice for early stopping and learning
     rate reduction, and predicts masks in the format it was fitted on.
+
+    Images and masks are arrays, or lists of image files (PNG, JPEG, TIFF, 8- or
+    16-bit, gray or colour) that ``fit``, ``predict_proba``, ``predict`` and
+    ``score`` read batch by batch, never all at once (see ``fit``).
 
     Parameters
     ----------
@@ -61,6 +78,14 @@ class UNetSegmenter(SegmenterMixin, BaseEstimator):
         channels: gray images are repeated.
     decoder_filters : tuple of 5 int, default=(256, 128, 64, 32, 16)
         Filters of the five decoder blocks.
+    input_size : None or tuple (height, width), default=None
+        Train and predict at this size: every image is resized to it (area
+        interpolation when shrinking, bilinear otherwise) and every mask by
+        nearest neighbour; predicted probabilities are resized back to each
+        image's own size (bilinear) before post-processing, so predictions have
+        the size of their images, which may then differ within one data set.
+        Any positive size works: the network input is still padded to a multiple
+        of 32. None uses the images as they are, all of one size.
     loss : str or keras.losses.Loss, default="jaccard"
         ``"jaccard"``, ``"dice"``, ``"bce"``, ``"focal"``, ``"bce_jaccard"``,
         ``"bce_dice"`` or any Keras loss (see :mod:`skunetseg.losses`).
@@ -133,7 +158,8 @@ class UNetSegmenter(SegmenterMixin, BaseEstimator):
         upstream leak, see the design notes); in a worker that memory is freed
         when the fit ends, so many fits in one process (a grid search, a fold
         ensemble) do not grow its memory. Costs a few seconds per fit to start
-        the worker and to copy the training images to it; ``callbacks`` must
+        the worker and to copy the training images to it (only their paths
+        when they are files, with the masks); ``callbacks`` must
         pickle and run in the worker.
     random_state : int, RandomState instance or None, default=None
         Seeds the validation split, the weight initialisation and the batch
@@ -170,8 +196,9 @@ class UNetSegmenter(SegmenterMixin, BaseEstimator):
     Notes
     -----
     Images of any size are padded (reflected) to a multiple of 32 and the
-    predictions cropped back. ``uint8`` and ``uint16`` images are scaled to
-    [0, 1]; other dtypes are used as they are. TensorFlow is imported on the
+    predictions cropped back (after resizing to ``input_size`` when it is set).
+    ``uint8`` and ``uint16`` images are scaled to [0, 1]; other dtypes are used
+    as they are. TensorFlow is imported on the
     first ``fit``, ``predict`` or load, never by ``import skunetseg``.
 
     Pickling (``joblib.dump``) stores the parameters and the weights, never the
@@ -187,12 +214,20 @@ class UNetSegmenter(SegmenterMixin, BaseEstimator):
     >>> model = UNetSegmenter(backbone="efficientnetb0", epochs=40, random_state=0)
     >>> model.fit(data.images[:20], data.masks[:20])  # doctest: +SKIP
     >>> model.score(data.images[20:], data.masks[20:])  # doctest: +SKIP
+
+    Image and mask files, of any sizes, trained on at 256x256:
+
+    >>> from skunetseg.io import load_image_folder
+    >>> images, masks = load_image_folder("train/images", "train/masks")  # doctest: +SKIP
+    >>> model = UNetSegmenter("efficientnetb0", input_size=(256, 256), epochs=40)
+    >>> model.fit(images, masks)  # doctest: +SKIP
     """
 
     _parameter_constraints = {
         "backbone": [str],
         "encoder_weights": [None, str, os.PathLike],
         "decoder_filters": ["array-like"],
+        "input_size": [None, "array-like"],
         "loss": [StrOptions(set(LOSS_NAMES)), HasMethods("__call__")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -223,6 +258,7 @@ class UNetSegmenter(SegmenterMixin, BaseEstimator):
         *,
         encoder_weights=None,
         decoder_filters=(256, 128, 64, 32, 16),
+        input_size=None,
         loss="jaccard",
         learning_rate=1e-3,
         batch_size=8,
@@ -249,6 +285,7 @@ class UNetSegmenter(SegmenterMixin, BaseEstimator):
         self.backbone = backbone
         self.encoder_weights = encoder_weights
         self.decoder_filters = decoder_filters
+        self.input_size = input_size
         self.loss = loss
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -279,29 +316,34 @@ class UNetSegmenter(SegmenterMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_images, H, W) or (n_images, H, W, C)
-            Images of any real dtype and any size.
-        y : array-like of shape (n_images, H, W), (n_images, H, W, 1) or (n_images, H, W, K)
-            Binary masks, multiclass label maps, or multilabel 0/1 masks.
+        X : array-like of shape (n_images, H, W) or (n_images, H, W, C), or list of paths
+            Images of any real dtype and any size, or their files (read with
+            :func:`skunetseg.io.read_image`: 8- or 16-bit, gray or colour, all
+            of one kind). Files are read batch by batch while training, on
+            worker threads: the images are never all in memory. Without
+            ``input_size`` all images must have one size.
+        y : array-like of shape (n_images, H, W), (n_images, H, W, 1) or (n_images, H, W, K), \
+or list of paths
+            Binary masks, multiclass label maps, or multilabel 0/1 masks; or
+            mask files (label maps, read with :func:`skunetseg.io.read_mask`),
+            which are read once, one at a time, into memory (resized to
+            ``input_size`` when it is set): masks are small next to images.
         validation_data : tuple (X_val, y_val), default=None
-            Images and masks to watch ``val_dice`` on; when None,
-            ``validation_fraction`` of ``X`` is held out.
+            Images and masks (arrays or paths) to watch ``val_dice`` on; when
+            None, ``validation_fraction`` of ``X`` is held out.
 
         Returns
         -------
         self : UNetSegmenter
         """
         self._check_params()
-        images = check_images(X, name="X")
-        encoding = fit_target_encoding(y, name="y")
-        targets = encode_targets(y, encoding, name="y")
-        self._check_same_layout(images, targets, "X", "y")
+        images = image_source(X, name="X", size=self._input_size())
+        encoding, targets = self._targets(images, y, "X", "y")
         self._postprocessing(encoding)
         train, valid = self._split(images, targets, validation_data, encoding)
         resolve_augmenter(self.augment)  # validate it here, before any worker starts
-        self._model = None
-        self.__dict__.pop("_weights", None)  # left by unpickling: replaced by this fit
-        self._set_target_layout(encoding, images.shape[-1])
+        self._forget_model()
+        self._set_target_layout(encoding, images.n_channels)
         if self.fit_in_subprocess:
             weights, self.history_, self.best_epoch_, self.bn_momentum_ = run_in_worker(
                 _train_network, self, train, valid)
@@ -312,7 +354,13 @@ class UNetSegmenter(SegmenterMixin, BaseEstimator):
         return self
 
     def _train(self, train, valid):
-        """Build, compile and train the network on encoded arrays (the Keras half of fit).
+        """Build, compile and train the network (the Keras half of fit).
+
+        ``train`` and ``valid`` (or None) are pairs (image source, encoded targets)
+        at the network's input size. Training batches always come from
+        :class:`~skunetseg._batches.AugmentedBatches`, in-memory or not, so that
+        arrays and their files give the same batches and the same model;
+        validation images in memory go to Keras as arrays.
 
         Returns
         -------
@@ -325,13 +373,22 @@ class UNetSegmenter(SegmenterMixin, BaseEstimator):
                     if self.bn_momentum == "auto" else float(self.bn_momentum))
         augmenter = resolve_augmenter(self.augment)
         seed = self._seed()
-        if augmenter is None:
-            training = (self._network_input(train[0]), pad_to_multiple(train[1]))
-        else:
-            training = keras_side.AugmentedBatches(
-                *train, augmenter=augmenter, batch_size=self.batch_size,
-                prepare_images=self._network_input, mask_fill=self._encoding.background,
-                seed=seed)
+
+        def feed(images, targets, augmenter, shuffle):
+            prepare = self._network_input
+            if augmenter is None and isinstance(images, ArrayImages):
+                # in memory: made network-ready once, then each batch is a row selection
+                ready = self._network_input(images.images), pad_to_multiple(targets)
+                if not shuffle:
+                    return ready  # validation: Keras batches the arrays in order
+                images, targets, prepare = ArrayImages(ready[0]), ready[1], _unchanged
+            return keras_side.AugmentedBatches(
+                images, targets, augmenter=augmenter, batch_size=self.batch_size,
+                prepare_images=prepare, mask_fill=self._encoding.background,
+                seed=seed, shuffle=shuffle)
+
+        training = feed(*train, augmenter, shuffle=True)
+        validation = None if valid is None else feed(*valid, None, shuffle=False)
         with keras_side.seeded(seed), keras_side.distribution_scope(self.distribute):
             model = self._build_model(keras_side, self.encoder_weights)
             keras_side.set_batchnorm_momentum(model, momentum)
@@ -341,9 +398,7 @@ class UNetSegmenter(SegmenterMixin, BaseEstimator):
                 threshold=self._graph_threshold(),
             )
             history, best_epoch = keras_side.train(
-                model, training,
-                validation_data=(None if valid is None else
-                                 (self._network_input(valid[0]), pad_to_multiple(valid[1]))),
+                model, training, validation_data=validation,
                 epochs=self.epochs, batch_size=self.batch_size,
                 early_stopping_patience=self.early_stopping_patience,
                 reduce_lr_patience=self.reduce_lr_patience,
@@ -368,79 +423,69 @@ class UNetSegmenter(SegmenterMixin, BaseEstimator):
                 or not all(isinstance(f, Integral) and f > 0 for f in filters)):
             raise ValueError("The 'decoder_filters' parameter must be 5 positive integers, "
                              f"one per decoder block; got {filters!r}.")
-        weights = self.encoder_weights
-        if weights is not None and weights != "imagenet" and not os.path.isfile(weights):
-            raise ValueError(
-                "The 'encoder_weights' parameter must be None, 'imagenet' or the path of "
-                f"an existing weights file; got {weights!r}."
-            )
+        self._check_encoder_weights()
+        self._input_size()
 
-    @staticmethod
-    def _check_same_layout(images, targets, images_name, targets_name):
+    def _input_size(self):
+        """``input_size`` as a tuple (height, width) of ints, or None."""
+        size = self.input_size
+        if size is None:
+            return None
+        if (isinstance(size, str) or np.ndim(size) != 1 or len(size) != 2
+                or not all(isinstance(v, Integral) and not isinstance(v, bool) and v > 0
+                           for v in size)):
+            raise ValueError("The 'input_size' parameter must be None or a pair (height, width) "
+                             f"of positive integers; got {size!r}.")
+        return int(size[0]), int(size[1])
+
+    def _targets(self, images, y, images_name, targets_name, encoding=None):
+        """The encoding (learnt from ``y`` unless given) and the encoded targets of ``y``.
+
+        ``y`` holds arrays or mask files, one per image of the source ``images``;
+        the targets come at the size the images are taken at (``input_size``).
+        """
+        size = self._input_size()
+        from_files = is_paths(y)
+        labels = load_labels(y, name=targets_name, size=size)
+        if encoding is None:
+            encoding = fit_target_encoding(labels, name=targets_name)
+        targets = encode_targets(labels, encoding, name=targets_name)
         if len(images) != len(targets):
             raise ValueError(
                 f"{images_name} and {targets_name} must hold the same number of images; got "
                 f"{len(images)} and {len(targets)}."
             )
-        if images.shape[1:3] != targets.shape[1:3]:
+        # files come resized already; arrays are compared at their own size, then resized
+        expected = images.image_size if from_files else images.own_size
+        if expected is not None and targets.shape[1:3] != expected:
             raise ValueError(
                 f"The masks in {targets_name} must have the height and width of the images in "
-                f"{images_name}; got {targets.shape[1:3]} and {images.shape[1:3]}."
+                f"{images_name}; got {targets.shape[1:3]} and {expected}."
             )
+        if not from_files:
+            targets = resize_images(targets, size, kind="mask")
+        return encoding, targets
 
     def _split(self, images, targets, validation_data, encoding):
-        """Return ((X_train, Y_train), (X_val, Y_val) or None)."""
+        """Return ((images, targets), (valid_images, valid_targets) or None).
+
+        The images are image sources (in-memory ones already at ``input_size``).
+        """
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a tuple (X_val, y_val).")
-            valid_images = check_images(validation_data[0], name="validation_data[0]",
-                                        n_channels=images.shape[-1])
-            valid_targets = encode_targets(validation_data[1], encoding, name="validation_data[1]")
-            self._check_same_layout(valid_images, valid_targets,
-                                    "validation_data[0]", "validation_data[1]")
-            return (images, targets), (valid_images, valid_targets)
-        if self.validation_fraction == 0:
+            valid_images = image_source(validation_data[0], name="validation_data[0]",
+                                        size=self._input_size(), n_channels=images.n_channels)
+            _, valid_targets = self._targets(valid_images, validation_data[1],
+                                             "validation_data[0]", "validation_data[1]",
+                                             encoding=encoding)
+            return (_in_memory(images), targets), (_in_memory(valid_images), valid_targets)
+        train, valid = self._validation_rows(len(images))
+        images = _in_memory(images)
+        if valid is None:
             return (images, targets), None
-        n_images = len(images)
-        n_valid = math.ceil(self.validation_fraction * n_images)
-        if n_valid >= n_images:
-            raise ValueError(
-                f"validation_fraction={self.validation_fraction} holds out {n_valid} of the "
-                f"{n_images} images and leaves none to train on; lower it, set it to 0, or "
-                "pass validation_data."
-            )
-        order = check_random_state(self._seed()).permutation(n_images)
-        train, valid = np.sort(order[n_valid:]), np.sort(order[:n_valid])
-        return (images[train], targets[train]), (images[valid], targets[valid])
-
-    def _seed(self):
-        """An integer seed for Keras, or None; stable across calls for a RandomState."""
-        if self.random_state is None:
-            return None
-        if isinstance(self.random_state, Integral):
-            return int(self.random_state)
-        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
-
-    # ---------------------------------------------------------- the network
-    def _needs_rgb(self):
-        return self.encoder_weights is not None
-
-    def _network_channels(self):
-        if self._needs_rgb():
-            if self.n_channels_in_ not in (1, 3):
-                raise ValueError(
-                    f"A pretrained encoder (encoder_weights={self.encoder_weights!r}) takes "
-                    f"3 channels; X has {self.n_channels_in_}. Use encoder_weights=None to "
-                    "train on any number of channels."
-                )
-            return 3
-        return self.n_channels_in_
-
-    def _network_input(self, images):
-        """Repeat gray images for a 3-channel encoder and pad to a multiple of 32."""
-        if self._network_channels() != images.shape[-1]:
-            images = np.repeat(images, 3, axis=-1)
-        return pad_to_multiple(images)
+        return ((images.subset(train), targets[train]),
+                (images.subset(valid), targets[valid]))
 
     def _build_model(self, keras_side, encoder_weights):
         return keras_side.build_unet(
@@ -450,64 +495,49 @@ class UNetSegmenter(SegmenterMixin, BaseEstimator):
             policy=keras_side.resolve_mixed_precision(self.mixed_precision),
         )
 
-    @property
-    def model_(self):
-        """The trained Keras model, rebuilt from the stored weights when needed."""
-        model = self.__dict__.get("_model")
-        if model is None:
-            weights = self.__dict__.get("_weights")
-            if weights is None:
-                raise NotFittedError(
-                    f"This {type(self).__name__} instance is not fitted yet. Call 'fit' "
-                    "with appropriate arguments before using this estimator."
-                )
-            keras_side = _keras_side()
-            # never download on load: the stored weights replace the initial ones
-            model = self._build_model(keras_side, encoder_weights=None)
-            model.set_weights(weights)
-            self._model = model
-            del self._weights
-        return model
-
-    def __getstate__(self):
-        # a copy: BaseEstimator.__getstate__ may return the live __dict__ itself
-        state = dict(super().__getstate__())
-        model = state.pop("_model", None)
-        if model is not None:
-            state["_weights"] = model.get_weights()
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        self._model = None
-
-    def __copy__(self):
-        # a shallow copy shares the trained network (copy.deepcopy goes through
-        # __getstate__ and gets its own network, rebuilt from the weights)
-        duplicate = type(self).__new__(type(self))
-        duplicate.__dict__.update(self.__dict__)
-        return duplicate
-
     # -------------------------------------------------------------- predict
     def predict_proba(self, X):
         """Class probabilities of every pixel.
 
+        Images are read (files), resized to ``input_size`` (when set) and
+        predicted ``8 * batch_size`` at a time, never all at once.
+
         Parameters
         ----------
-        X : array-like of shape (n_images, H, W) or (n_images, H, W, C)
+        X : array-like of shape (n_images, H, W) or (n_images, H, W, C), or list of paths
+            Images, or image files, like those given to ``fit``.
 
         Returns
         -------
-        proba : ndarray of shape (n_images, H, W, K), dtype float32
-            K is 1 for binary targets, else the number of classes.
+        proba : ndarray of shape (n_images, H, W, K), dtype float32, or list of ndarray
+            K is 1 for binary targets, else the number of classes. With
+            ``input_size`` set and image files of different sizes, a list of
+            ``(H_i, W_i, K)`` arrays, one per image at the image's own size.
         """
         check_is_fitted(self)
-        images = check_images(X, name="X", n_channels=self.n_channels_in_)
-        transforms = resolve_tta(self.tta, *images.shape[1:3])
-        if self.tta is None:
-            return self._predict_views(images)
-        return predict_with_tta(self._predict_views, images, transforms, merge=self.tta_merge,
-                                batch_images=_TTA_CHUNK_BATCHES * self.batch_size)
+        images = image_source(X, name="X", size=self._input_size(),
+                              n_channels=self.n_channels_in_)
+        transforms = resolve_tta(self.tta, *images.image_size)
+        chunk = _CHUNK_BATCHES * self.batch_size
+        own_size = images.own_size  # None when files of any size are resized
+        result = [] if own_size is None else None
+        for start in range(0, len(images), chunk):
+            ready, sizes = images.read(slice(start, start + chunk))
+            if self.tta is None:
+                proba = self._predict_views(ready)
+            else:
+                proba = predict_with_tta(self._predict_views, ready, transforms,
+                                         merge=self.tta_merge, batch_images=chunk)
+            proba = restore_sizes(proba, sizes)
+            if own_size is None:
+                result.extend(proba)
+                continue
+            if result is None:
+                result = np.empty((len(images), *own_size, proba.shape[-1]), dtype=np.float32)
+            result[start:start + len(proba)] = proba
+        if own_size is None and len({proba.shape for proba in result}) == 1:
+            return np.stack(result)
+        return result
 
     def _predict_views(self, images):
         """Network probabilities of ready images, padded for the network and cropped back."""
@@ -531,6 +561,76 @@ class UNetSegmenter(SegmenterMixin, BaseEstimator):
         return postprocess(proba, threshold=threshold, min_area=min_area,
                            min_component_area=min_component_area,
                            activation=self._encoding.activation)
+
+    def _decode(self, proba):
+        """Post-processed masks like the fitted ``y``; one per image for a list of maps."""
+        if isinstance(proba, list):
+            return [super(UNetSegmenter, self)._decode(p[np.newaxis])[0] for p in proba]
+        return super()._decode(proba)
+
+    def predict(self, X):
+        """Predicted masks, post-processed, in the format of the ``y`` given to ``fit``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_images, H, W) or (n_images, H, W, C), or list of paths
+            Images, or image files, like those given to ``fit``.
+
+        Returns
+        -------
+        masks : ndarray or list of ndarray
+            Binary masks with the two values of ``classes_``, multiclass label
+            maps, or multilabel 0/1 masks, shaped like the fitted ``y``; with
+            ``input_size`` and image files of different sizes, a list of masks,
+            one per image at its own size. Post-processing (``min_area``, ...)
+            works at each image's own size.
+        """
+        return super().predict(X)
+
+    def score(self, X, y):
+        """Mean Kaggle Dice of the post-processed predictions of ``X`` against ``y``.
+
+        Every (image, class) pair counts once, a pair with both masks empty as 1.
+        Binary targets score the positive class; multiclass label maps score
+        every label, background included.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_images, H, W) or (n_images, H, W, C), or list of paths
+            Images, or image files: files are read and scored chunk by chunk.
+        y : array-like or list of paths
+            Masks in the format given to ``fit``, or mask files, each of its
+            image's size.
+
+        Returns
+        -------
+        score : float
+        """
+        if not (is_paths(X) or is_paths(y)):
+            return super().score(X, y)
+        check_is_fitted(self)
+        reject_single_path(X, name="X")
+        reject_single_path(y, name="y", kind="mask")
+        if len(X) != len(y):
+            raise ValueError(f"X and y must hold the same number of images; got {len(X)} and "
+                             f"{len(y)}.")
+        chunk = _CHUNK_BATCHES * self.batch_size
+        pair_scores = []
+        for start in range(0, len(X), chunk):
+            rows = np.arange(start, min(start + chunk, len(X)))
+            part = _safe_indexing(y, rows)
+            masks = ([read_mask(path) for path in check_paths(part, name="y")]
+                     if is_paths(part) else part)
+            for proba, mask, row in zip(self.predict_proba(_safe_indexing(X, rows)), masks, rows,
+                                        strict=True):
+                truth = encode_targets(np.asarray(mask)[np.newaxis], self._encoding,
+                                       name="y") > 0.5
+                if truth.shape[1:3] != proba.shape[:2]:
+                    raise ValueError(f"y must hold one mask per image of X, of the image's size; "
+                                     f"mask {row} is {truth.shape[1:3]} for an image of "
+                                     f"{proba.shape[:2]}.")
+                pair_scores.append(dice_per_pair(truth, self._binary_masks(proba[np.newaxis])))
+        return float(np.mean(np.concatenate(pair_scores)))
 
     # ---------------------------------------------------------------- misc
     def save(self, path, *, overwrite=False):

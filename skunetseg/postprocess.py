@@ -251,6 +251,23 @@ def check_postprocessing(n_classes, *, threshold=0.5, min_area=0, min_component_
     return threshold, min_area, min_component_area
 
 
+def applied_postprocessing(estimator, encoding):
+    """The (threshold, min_area, min_component_area) a fitted ``estimator`` applies.
+
+    Its own validated settings when it exposes them (as
+    :class:`~skunetseg.UNetSegmenter` does), else its ``threshold``, ``min_area``
+    and ``min_component_area`` parameters where it has them, else the defaults
+    of :func:`postprocess`.
+    """
+    own = getattr(estimator, "_postprocessing", None)
+    if own is not None:
+        return own(encoding)
+    params = estimator.get_params(deep=False) if hasattr(estimator, "get_params") else {}
+    defaults = {"threshold": 0.5, "min_area": 0, "min_component_area": 0}
+    return tuple(default if params.get(name) is None else params[name]
+                 for name, default in defaults.items())
+
+
 def postprocess(proba, *, threshold=0.5, min_area=0, min_component_area=0, activation="sigmoid"):
     """Turn probability maps into masks: threshold, drop small components, blank small masks.
 

@@ -50,3 +50,34 @@ def test_cv_grid_search_quick_prints_sane_scores():
     assert test, out
     assert 0 <= float(test.group(1)) <= 1
     assert 0.3 < float(test.group(2)) < 0.4  # about 22 % of the pixels are membrane
+
+
+def test_kaggle_style_quick_writes_a_submission_of_the_predicted_masks(tmp_path):
+    import numpy as np
+
+    from skunetseg.io import load_image_folder, read_mask
+    from skunetseg.rle import masks_from_csv
+
+    home = shared_data_home()
+    if not (home / "membrane").is_dir():
+        pytest.skip(f"the membrane data is not in {home}")
+    out = tmp_path / "out"
+    printed = run_example("kaggle_style.py", "--quick", "--data-home", str(home), "--out",
+                          str(out))
+    dice = re.search(r"held-out Dice from the files: " + NUMBER, printed)
+    assert dice and 0 <= float(dice.group(1)) <= 1, printed
+
+    images, _ = load_image_folder(home / "membrane" / "images")
+    held_out = [path.name for path in images[20:]]
+    image_ids, masks = masks_from_csv(out / "submission.csv", ["cell"], (512, 512))
+    assert image_ids == held_out and masks.shape == (10, 512, 512, 1)
+    for name, mask in zip(held_out, masks, strict=True):  # the CSV holds the written masks
+        written = read_mask(out / "masks" / name)
+        np.testing.assert_array_equal(mask[..., 0], written == 255)
+    before = (out / "submission.csv").read_bytes()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    again = subprocess.run([sys.executable, str(REPO / "examples" / "kaggle_style.py"), "--quick",
+                            "--data-home", str(home), "--out", str(out)], cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode != 0 and "never overwrites" in again.stderr
+    assert (out / "submission.csv").read_bytes() == before

@@ -6,8 +6,10 @@ def test_import_does_not_load_tensorflow():
     code = ("import sys, skunetseg, skunetseg.metrics, skunetseg.datasets, "
             "skunetseg.preprocessing, skunetseg.augment, skunetseg.tta, skunetseg.rle, "
             "skunetseg.io, skunetseg.postprocess, skunetseg.plotting; "
-            "from skunetseg import UNetSegmenter, FoldEnsemble; UNetSegmenter().get_params(); "
-            "FoldEnsemble().get_params(); "
+            "from skunetseg import (UNetSegmenter, FoldEnsemble, FalsePositiveFilter, "
+            "PresenceClassifier); "
+            "UNetSegmenter().get_params(); FoldEnsemble().get_params(); "
+            "FalsePositiveFilter(UNetSegmenter()).get_params(); PresenceClassifier().get_params(); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('tensorflow', 'keras', 'segmentation_models')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

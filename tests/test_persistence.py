@@ -1,5 +1,6 @@
 """joblib/pickle and the pickle-free save/load."""
 
+import copy
 import json
 import subprocess
 import sys
@@ -57,6 +58,19 @@ def test_save_and_load_without_pickle(fitted_binary, binary_data, tmp_path):
     np.testing.assert_array_equal(loaded.predict_proba(X), fitted_binary.predict_proba(X))
     assert loaded.history_ == fitted_binary.history_
     assert loaded.score(X, y) == fitted_binary.score(X, y)
+
+
+def test_save_and_load_keep_input_size_and_per_class_postprocessing(
+        fitted_binary, binary_data, tmp_path):
+    X, _ = binary_data
+    model = copy.copy(fitted_binary).set_params(input_size=(32, 64), threshold=np.array([0.3]),
+                                                min_area=[2.0])
+    model.save(tmp_path / "saved")
+    loaded = skunetseg.load(tmp_path / "saved")
+    assert loaded.input_size == (32, 64)
+    np.testing.assert_array_equal(loaded.threshold, [0.3])
+    np.testing.assert_array_equal(loaded.min_area, [2.0])
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
 
 
 def test_saved_keras_archive_loads_in_keras_safe_mode(fitted_binary, binary_data, tmp_path):

@@ -1,0 +1,139 @@
+"""What every skunetseg estimator that owns one Keras network shares.
+
+:class:`KerasModelMixin` keeps the trained network out of pickles (it stores
+the weights and rebuilds the network on first use), makes shallow copies share
+the network, and holds the small helpers that depend only on the common
+parameters ``encoder_weights``, ``validation_fraction`` and ``random_state``.
+Its one hook is :meth:`KerasModelMixin._build_model`.
+"""
+
+import math
+import os
+from numbers import Integral
+
+import numpy as np
+from sklearn.exceptions import NotFittedError
+from sklearn.utils import check_random_state
+
+from ._images import pad_to_multiple
+
+
+def _keras_side():
+    """The Keras half of the estimators; importing it loads TensorFlow."""
+    from . import _model
+
+    return _model
+
+
+class KerasModelMixin:
+    """Persistence and input plumbing of an estimator backed by one Keras model.
+
+    The estimator sets ``self._model`` at the end of ``fit`` and implements
+    ``_build_model(keras_side, encoder_weights)``, which returns the
+    uncompiled network for the fitted attributes (``keras_side`` is
+    :mod:`skunetseg._model`). Pickling stores ``model.get_weights()`` instead of
+    the Keras model; :attr:`model_` rebuilds the network (never downloading
+    weights) and loads them on first use. ``copy.copy`` shares the network,
+    ``copy.deepcopy`` gets its own.
+
+    It expects the parameters ``encoder_weights``, ``validation_fraction`` and
+    ``random_state`` and, once fitted, ``n_channels_in_``: the helpers that
+    check the weights, draw the seed and the validation split, and prepare the
+    network input read them.
+    """
+
+    def _build_model(self, keras_side, encoder_weights):
+        raise NotImplementedError
+
+    def _forget_model(self):
+        """Drop the network and any weights left by unpickling, before a new fit."""
+        self._model = None
+        self.__dict__.pop("_weights", None)
+
+    @property
+    def model_(self):
+        """The trained Keras model, rebuilt from the stored weights when needed."""
+        model = self.__dict__.get("_model")
+        if model is None:
+            weights = self.__dict__.get("_weights")
+            if weights is None:
+                raise NotFittedError(
+                    f"This {type(self).__name__} instance is not fitted yet. Call 'fit' "
+                    "with appropriate arguments before using this estimator."
+                )
+            # never download on load: the stored weights replace the initial ones
+            model = self._build_model(_keras_side(), encoder_weights=None)
+            model.set_weights(weights)
+            self._model = model
+            del self._weights
+        return model
+
+    def __getstate__(self):
+        # a copy: BaseEstimator.__getstate__ may return the live __dict__ itself
+        state = dict(super().__getstate__())
+        model = state.pop("_model", None)
+        if model is not None:
+            state["_weights"] = model.get_weights()
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._model = None
+
+    def __copy__(self):
+        # a shallow copy shares the trained network (copy.deepcopy goes through
+        # __getstate__ and gets its own network, rebuilt from the weights)
+        duplicate = type(self).__new__(type(self))
+        duplicate.__dict__.update(self.__dict__)
+        return duplicate
+
+    # ------------------------------------------------------------ the input
+    def _check_encoder_weights(self):
+        weights = self.encoder_weights
+        if weights is not None and weights != "imagenet" and not os.path.isfile(weights):
+            raise ValueError(
+                "The 'encoder_weights' parameter must be None, 'imagenet' or the path of "
+                f"an existing weights file; got {weights!r}."
+            )
+
+    def _seed(self):
+        """An integer seed for Keras, or None; stable across calls for a RandomState."""
+        if self.random_state is None:
+            return None
+        if isinstance(self.random_state, Integral):
+            return int(self.random_state)
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    def _validation_rows(self, n_images):
+        """Sorted row indices ``(train, valid)`` holding out ``validation_fraction``.
+
+        ``valid`` is None when ``validation_fraction`` is 0.
+        """
+        if self.validation_fraction == 0:
+            return np.arange(n_images), None
+        n_valid = math.ceil(self.validation_fraction * n_images)
+        if n_valid >= n_images:
+            raise ValueError(
+                f"validation_fraction={self.validation_fraction} holds out {n_valid} of the "
+                f"{n_images} images and leaves none to train on; lower it, set it to 0, or "
+                "pass validation_data."
+            )
+        order = check_random_state(self._seed()).permutation(n_images)
+        return np.sort(order[n_valid:]), np.sort(order[:n_valid])
+
+    def _network_channels(self):
+        if self.encoder_weights is not None:
+            if self.n_channels_in_ not in (1, 3):
+                raise ValueError(
+                    f"A pretrained encoder (encoder_weights={self.encoder_weights!r}) takes "
+                    f"3 channels; X has {self.n_channels_in_}. Use encoder_weights=None to "
+                    "train on any number of channels."
+                )
+            return 3
+        return self.n_channels_in_
+
+    def _network_input(self, images):
+        """Repeat gray images for a 3-channel encoder and pad to a multiple of 32."""
+        if self._network_channels() != images.shape[-1]:
+            images = np.repeat(images, 3, axis=-1)
+        return pad_to_multiple(images)

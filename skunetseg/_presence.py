@@ -1,0 +1,372 @@
+"""PresenceClassifier: "is there an object of this class in the image?" from pixels."""
+
+import copy
+import math
+import os
+from numbers import Integral, Real
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._backbones import check_backbone
+from ._images import check_images
+from ._keras_estimator import KerasModelMixin, _keras_side
+from .augment import AUGMENT_PRESETS, resolve_augmenter
+
+__all__ = ["PresenceClassifier"]
+
+
+class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
+    """Image classifier network: a segmentation-models encoder, global pooling, sigmoids.
+
+    Predicts, per image, whether each class is present. It is the image kind of
+    presence classifier of :class:`~skunetseg.FalsePositiveFilter`, and a
+    scikit-learn classifier of its own, trained like
+    :class:`~skunetseg.UNetSegmenter`: the same encoders, augmentation, early
+    stopping (on the validation cross-entropy), learning-rate reduction,
+    BatchNormalization momentum and persistence.
+
+    Parameters
+    ----------
+    backbone : str, default="efficientnetb0"
+        Encoder name from segmentation-models, as for
+        :class:`~skunetseg.UNetSegmenter`; its deepest feature map is pooled.
+    encoder_weights : None, "imagenet" or path, default=None
+        Initial encoder weights: random, ImageNet, or a local weights file of the
+        encoder without its classification top. Pretrained encoders take 3
+        channels: gray images are repeated.
+    pooling : {"avg", "max"}, default="avg"
+        Global pooling of the encoder's output.
+    dropout : float, default=0.0
+        Dropout rate between the pooling and the output layer.
+    loss : "bce" or keras.losses.Loss, default="bce"
+        Binary cross-entropy, or any Keras loss on ``(n_images, n_outputs)``.
+    learning_rate : float, default=1e-3
+        Initial learning rate of Adam.
+    batch_size : int, default=8
+        Images per forward pass, in training and prediction.
+    accumulate_steps : int, default=1
+        Batches whose gradients are averaged before each weight update.
+    epochs : int, default=50
+        Most passes over the training images.
+    validation_fraction : float, default=0.1
+        Share of the training images held out (drawn with ``random_state``) to
+        watch ``val_loss`` when ``fit`` gets no ``validation_data``. With 0 the
+        training loss is watched instead.
+    early_stopping_patience : int or None, default=10
+        Epochs without a lower watched loss before training stops; None trains
+        all ``epochs``. Either way the weights of the best epoch are kept.
+    reduce_lr_patience : int or None, default=5
+        Epochs without a lower watched loss before the learning rate is
+        multiplied by ``reduce_lr_factor``; None keeps it constant.
+    reduce_lr_factor : float, default=0.5
+        Factor of each learning-rate reduction.
+    bn_momentum : "auto" or float, default="auto"
+        Momentum of the BatchNormalization moving statistics; ``"auto"`` makes
+        their average span about one epoch, as in ``UNetSegmenter``.
+    threshold : float, default=0.5
+        Probability above which :meth:`predict` says "present".
+    augment : None, str or Augmenter, default=None
+        Training augmentation, as in ``UNetSegmenter``. Every transform keeps
+        the image's labels.
+    mixed_precision : "auto" or bool, default="auto"
+        Compute in float16 with float32 weights; ``"auto"`` does so on a GPU only.
+    callbacks : list of keras.callbacks.Callback, default=None
+        Extra Keras callbacks; each fit uses shallow copies.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the validation split, the weight initialisation and the batch
+        order.
+    verbose : int, default=0
+        0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        The two labels of a 1-D ``y``, or ``arange(n_classes)`` for an indicator
+        matrix ``y``.
+    n_outputs_ : int
+        Sigmoid outputs of the network: 1 for a 1-D ``y``, else ``n_classes``.
+    n_channels_in_ : int
+        Channels of the images seen in ``fit``.
+    history_ : list of dict
+        One dict per epoch: ``loss``, ``accuracy``, ``auc``, their ``val_`` twins
+        when validating, and ``learning_rate``.
+    best_epoch_ : int
+        The epoch whose weights were kept.
+    bn_momentum_ : float
+        The BatchNormalization momentum used.
+    model_ : keras.Model
+        The trained network (rebuilt from its weights after unpickling).
+
+    See Also
+    --------
+    skunetseg.FalsePositiveFilter : Blanks a segmenter's masks where a presence
+        classifier says "absent".
+
+    Notes
+    -----
+    Images of any size are padded (reflected) to a multiple of 32, which leaves
+    the presence of every class unchanged. ``uint8`` and ``uint16`` images are
+    scaled to [0, 1].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skunetseg import PresenceClassifier
+    >>> X = np.random.default_rng(0).integers(0, 255, (16, 32, 32), dtype=np.uint8)
+    >>> y = (X.mean(axis=(1, 2)) > 127).astype(int)
+    >>> model = PresenceClassifier("vgg16", epochs=1, random_state=0)
+    >>> model.fit(X, y).predict_proba(X).shape  # doctest: +SKIP
+    (16, 2)
+    """
+
+    _parameter_constraints = {
+        "backbone": [str],
+        "encoder_weights": [None, str, os.PathLike],
+        "pooling": [StrOptions({"avg", "max"})],
+        "dropout": [Interval(Real, 0, 1, closed="left")],
+        "loss": [StrOptions({"bce"}), HasMethods("__call__")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "accumulate_steps": [Interval(Integral, 1, None, closed="left")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "early_stopping_patience": [Interval(Integral, 0, None, closed="left"), None],
+        "reduce_lr_patience": [Interval(Integral, 0, None, closed="left"), None],
+        "reduce_lr_factor": [Interval(Real, 0, 1, closed="neither")],
+        "bn_momentum": [StrOptions({"auto"}), Interval(Real, 0, 1, closed="left")],
+        "threshold": [Interval(Real, 0, 1, closed="neither")],
+        "augment": [None, StrOptions(set(AUGMENT_PRESETS)), HasMethods(["augment_batch"])],
+        "mixed_precision": [StrOptions({"auto"}), "boolean"],
+        "callbacks": [list, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        backbone="efficientnetb0",
+        *,
+        encoder_weights=None,
+        pooling="avg",
+        dropout=0.0,
+        loss="bce",
+        learning_rate=1e-3,
+        batch_size=8,
+        accumulate_steps=1,
+        epochs=50,
+        validation_fraction=0.1,
+        early_stopping_patience=10,
+        reduce_lr_patience=5,
+        reduce_lr_factor=0.5,
+        bn_momentum="auto",
+        threshold=0.5,
+        augment=None,
+        mixed_precision="auto",
+        callbacks=None,
+        random_state=None,
+        verbose=0,
+    ):
+        self.backbone = backbone
+        self.encoder_weights = encoder_weights
+        self.pooling = pooling
+        self.dropout = dropout
+        self.loss = loss
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.accumulate_steps = accumulate_steps
+        self.epochs = epochs
+        self.validation_fraction = validation_fraction
+        self.early_stopping_patience = early_stopping_patience
+        self.reduce_lr_patience = reduce_lr_patience
+        self.reduce_lr_factor = reduce_lr_factor
+        self.bn_momentum = bn_momentum
+        self.threshold = threshold
+        self.augment = augment
+        self.mixed_precision = mixed_precision
+        self.callbacks = callbacks
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, validation_data=None):
+        """Train the network on images ``X`` and their labels ``y``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_images, H, W) or (n_images, H, W, C)
+            Images of any real dtype and any size.
+        y : array-like of shape (n_images,) or (n_images, n_classes)
+            Two labels (any values), or a 0/1 indicator matrix with one column
+            per class (multilabel; one column is allowed).
+        validation_data : tuple (X_val, y_val), default=None
+            Images and labels to watch ``val_loss`` on; when None,
+            ``validation_fraction`` of ``X`` is held out.
+
+        Returns
+        -------
+        self : PresenceClassifier
+        """
+        check_backbone(self.backbone)
+        self._check_encoder_weights()
+        images = check_images(X, name="X")
+        labels = self._fit_labels(y, len(images))
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError("validation_data must be a tuple (X_val, y_val).")
+            valid_images = check_images(validation_data[0], name="validation_data[0]",
+                                        n_channels=images.shape[-1])
+            valid = (valid_images, self._encode_labels(validation_data[1], len(valid_images),
+                                                       "validation_data[1]"))
+            train = (images, labels)
+        else:
+            train_rows, valid_rows = self._validation_rows(len(images))
+            train = (images[train_rows], labels[train_rows])
+            valid = None if valid_rows is None else (images[valid_rows], labels[valid_rows])
+        augmenter = resolve_augmenter(self.augment)
+
+        keras_side = _keras_side()
+        self._forget_model()
+        keras_side.release_memory()
+        self.n_channels_in_ = images.shape[-1]
+        steps_per_epoch = math.ceil(len(train[0]) / self.batch_size)
+        momentum = (keras_side.auto_batchnorm_momentum(steps_per_epoch)
+                    if self.bn_momentum == "auto" else float(self.bn_momentum))
+        seed = self._seed()
+        if augmenter is None:
+            training = (self._network_input(train[0]), train[1])
+        else:
+            from ._presence_model import PresenceBatches
+
+            training = PresenceBatches(*train, augmenter=augmenter, batch_size=self.batch_size,
+                                       prepare_images=self._network_input, seed=seed)
+        with keras_side.seeded(seed):
+            model = self._build_model(keras_side, self.encoder_weights)
+            keras_side.set_batchnorm_momentum(model, momentum)
+            keras_side.compile_model(
+                model, loss=self.loss, activation="sigmoid", learning_rate=self.learning_rate,
+                accumulate_steps=self.accumulate_steps, threshold=self.threshold,
+                metrics=keras_side.presence_metrics(self.threshold),
+            )
+            self.history_, self.best_epoch_ = keras_side.train(
+                model, training,
+                validation_data=None if valid is None else (self._network_input(valid[0]),
+                                                            valid[1]),
+                epochs=self.epochs, batch_size=self.batch_size,
+                early_stopping_patience=self.early_stopping_patience,
+                reduce_lr_patience=self.reduce_lr_patience,
+                reduce_lr_factor=self.reduce_lr_factor,
+                callbacks=[copy.copy(callback) for callback in self.callbacks or []],
+                verbose=self.verbose, monitor="loss", mode="min",
+            )
+        self.bn_momentum_ = momentum
+        self._model = model
+        return self
+
+    def _fit_labels(self, y, n_images):
+        """Set ``classes_`` and ``n_outputs_`` from ``y``; return float32 ``(n, n_outputs)``."""
+        y = self._check_label_array(y, n_images, "y")
+        if y.ndim == 1:
+            classes = np.unique(y)
+            if len(classes) != 2:
+                raise ValueError(
+                    f"A 1-D y must hold exactly two labels; got {classes[:10].tolist()}. "
+                    "Pass a 0/1 indicator matrix of shape (n_images, n_classes) for "
+                    "several classes."
+                )
+            self.classes_, self.n_outputs_ = classes, 1
+        else:
+            self.classes_, self.n_outputs_ = np.arange(y.shape[1]), y.shape[1]
+        return self._encode_labels(y, n_images, "y")
+
+    def _encode_labels(self, y, n_images, name):
+        """Labels as float32 ``(n, n_outputs)`` 0/1, checked against the fitted layout."""
+        y = self._check_label_array(y, n_images, name)
+        if self._one_dimensional() and y.ndim == 1:
+            unknown = np.setdiff1d(y, self.classes_)
+            if unknown.size:
+                raise ValueError(f"{name} holds labels {unknown[:10].tolist()} that are not "
+                                 f"among the classes {self.classes_.tolist()}.")
+            return (y == self.classes_[1]).astype(np.float32)[:, np.newaxis]
+        if y.ndim != 2 or y.shape[1] != self.n_outputs_:
+            expected = "(n_images,)" if self.n_outputs_ == 1 else f"(n_images, {self.n_outputs_})"
+            raise ValueError(f"{name} must have shape {expected} like the y seen in fit; got "
+                             f"shape {y.shape}.")
+        return y.astype(np.float32)
+
+    @staticmethod
+    def _check_label_array(y, n_images, name):
+        if isinstance(y, (str, bytes)) or not hasattr(y, "__len__") and not hasattr(y, "__array__"):
+            raise TypeError(f"{name} must be an array of labels; got {type(y).__name__}.")
+        y = np.asarray(y)
+        if y.ndim not in (1, 2):
+            raise ValueError(f"{name} must have shape (n_images,) or (n_images, n_classes); "
+                             f"got shape {y.shape}.")
+        if len(y) != n_images:
+            raise ValueError(f"{name} must hold one label per image; got {len(y)} labels for "
+                             f"{n_images} images.")
+        if y.ndim == 2 and not np.isin(y, (0, 1)).all():
+            raise ValueError(f"{name} of shape {y.shape} is read as an indicator matrix (one "
+                             "column per class), which must hold only 0 and 1.")
+        return y
+
+    def _build_model(self, keras_side, encoder_weights):
+        return keras_side.build_classifier(
+            backbone=self.backbone, encoder_weights=encoder_weights,
+            n_channels=self._network_channels(), n_outputs=self.n_outputs_,
+            pooling=self.pooling, dropout=self.dropout,
+            policy=keras_side.resolve_mixed_precision(self.mixed_precision),
+        )
+
+    # -------------------------------------------------------------- predict
+    def predict_proba(self, X):
+        """Probability that each class is present in each image.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_images, H, W) or (n_images, H, W, C)
+
+        Returns
+        -------
+        proba : ndarray of shape (n_images, 2) or (n_images, n_classes), float32
+            For a 1-D ``y``, the probabilities of ``classes_[0]`` and
+            ``classes_[1]``; for an indicator matrix, one column per class.
+        """
+        check_is_fitted(self)
+        images = check_images(X, name="X", n_channels=self.n_channels_in_)
+        proba = _keras_side().predict(self.model_, self._network_input(images), self.batch_size)
+        if self._one_dimensional():
+            return np.column_stack([1 - proba[:, 0], proba[:, 0]])
+        return proba
+
+    def _one_dimensional(self):
+        """Whether ``fit`` got a 1-D ``y`` of two labels (else an indicator matrix)."""
+        return self.n_outputs_ == 1 and len(self.classes_) == 2
+
+    def predict(self, X):
+        """Predicted labels: ``classes_`` values, or a 0/1 indicator matrix.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_images, H, W) or (n_images, H, W, C)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_images,) or (n_images, n_classes)
+        """
+        proba = self.predict_proba(X)
+        if self._one_dimensional():
+            return self.classes_[(proba[:, 1] > self.threshold).astype(int)]
+        return (proba > self.threshold).astype(int)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.input_tags.two_d_array = False
+        tags.target_tags.required = True
+        tags.classifier_tags.multi_label = True
+        tags.non_deterministic = self.random_state is None
+        return tags
