@@ -24,7 +24,7 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.validation import check_is_fitted
 
-from skunetseg import PresenceClassifier, UNetSegmenter, dice_score, dice_scorer
+from skunetseg import FoldEnsemble, PresenceClassifier, UNetSegmenter, dice_score, dice_scorer
 from skunetseg._base import SegmenterMixin
 from skunetseg._false_positive import (
     FEATURE_NAMES,
@@ -391,6 +391,19 @@ def test_pipeline_last_step_and_grid_search():
     search = GridSearchCV(pipeline, {"falsepositivefilter__threshold": [0.0, 0.5, 1.0]},
                           cv=KFold(2), scoring=dice_scorer).fit(X, y)
     assert search.best_params_["falsepositivefilter__threshold"] in (0.0, 0.5, 1.0)
+
+
+def test_inside_a_fold_ensemble():
+    X, y = salt_like(30)
+    fp_filter = FalsePositiveFilter(BrightnessSegmenter(threshold=0.4), "features",
+                                    threshold=0.9, cv=2)
+    ensemble = FoldEnsemble(fp_filter, cv=3, random_state=0).fit(X, y)
+    assert_never_predicted_own_training_images()  # out of fold all the way down
+    # the ensemble thresholds pixels as the segmenter does, not at the filter's presence cut
+    assert ensemble.thresholds_.tolist() == [0.4]
+    expected = np.mean([model.predict_proba(X) for model in ensemble.estimators_], axis=0)
+    np.testing.assert_allclose(ensemble.predict_proba(X), expected, rtol=1e-6)
+    assert ensemble.predict(X).shape == y.shape and 0 <= ensemble.oof_score_ <= 1
 
 
 # ---------------------------------------------------------------- bad input
