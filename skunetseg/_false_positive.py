@@ -107,7 +107,7 @@ def _share(flags, among):
     return float(flags[among].mean()) if among.any() else float("nan")
 
 
-def best_threshold(presence, kept_dice, blanked_dice):
+def best_threshold(presence, kept_dice, blanked_dice, *, shown=None, max_blanked=None):
     """The presence threshold that maximises the mean Dice of one class's pairs.
 
     A pair keeps its predicted mask when ``presence > threshold`` and is blanked
@@ -123,6 +123,13 @@ def best_threshold(presence, kept_dice, blanked_dice):
         Dice of each pair with the segmenter's mask.
     blanked_dice : ndarray of shape (n_pairs,)
         Dice of each pair with an empty mask (1 where the truth is empty, else 0).
+    shown : ndarray of shape (n_pairs,), default=None
+        Whether the segmenter's mask of each pair is non-empty; needed with
+        ``max_blanked``.
+    max_blanked : float in [0, 1], default=None
+        Consider only the cuts that blank at most this share of the pairs whose
+        truth is non-empty (counting those whose mask was shown, as
+        ``blanked_rate_`` does). None places no limit.
 
     Returns
     -------
@@ -134,6 +141,11 @@ def best_threshold(presence, kept_dice, blanked_dice):
     gain = np.concatenate([[0.0], np.cumsum(blanked_dice[order] - kept_dice[order])])
     # a cut may only fall between two different scores
     allowed = np.concatenate([[True], scores[1:] > scores[:-1], [True]])
+    if max_blanked is not None:
+        holds_object = blanked_dice == 0
+        wrongly_blanked = np.concatenate(
+            [[0], np.cumsum((holds_object & np.asarray(shown, dtype=bool))[order])])
+        allowed &= wrongly_blanked <= max_blanked * holds_object.sum()
     cut = int(np.flatnonzero(allowed)[np.argmax(gain[allowed])])
     edges = np.concatenate([[0.0], scores, [1.0]])
     return float((edges[cut] + edges[cut + 1]) / 2)
@@ -181,6 +193,11 @@ class FalsePositiveFilter(SegmenterMixin, MetaEstimatorMixin, BaseEstimator):
     tune_threshold : bool, default=False
         Choose each class's threshold to maximise the Kaggle Dice of the
         held-out predictions (see Notes).
+    max_blanked : float in [0, 1], default=None
+        With ``tune_threshold``, a budget: choose among the thresholds that
+        blank at most this share of the held-out (image, class) pairs that
+        hold an object (``blanked_rate_``), for when a missed object costs more
+        than the Dice says. None: no budget. Ignored without ``tune_threshold``.
     cv : int, cross-validation generator or iterable, default=3
         Folds giving the out-of-fold predictions (see Notes): an int is the
         number of unshuffled ``KFold`` folds. Test folds must not overlap; they
@@ -261,15 +278,17 @@ class FalsePositiveFilter(SegmenterMixin, MetaEstimatorMixin, BaseEstimator):
                        HasMethods(["fit", "predict_proba"])],
         "threshold": [Interval(Real, 0, 1, closed="both"), "array-like"],
         "tune_threshold": ["boolean"],
+        "max_blanked": [Interval(Real, 0, 1, closed="both"), None],
         "cv": ["cv_object"],
     }
 
     def __init__(self, segmenter, classifier="auto", *, threshold=0.5, tune_threshold=False,
-                 cv=3):
+                 max_blanked=None, cv=3):
         self.segmenter = segmenter
         self.classifier = classifier
         self.threshold = threshold
         self.tune_threshold = tune_threshold
+        self.max_blanked = max_blanked
         self.cv = cv
 
     # ------------------------------------------------------------ settings
@@ -356,10 +375,12 @@ class FalsePositiveFilter(SegmenterMixin, MetaEstimatorMixin, BaseEstimator):
         before = self._binary_masks(held_proba)
         kept_dice = dice_per_pair(held_truth, before)
         if self.tune_threshold:
-            blanked_dice = (~held_truth.any(axis=(1, 2))).astype(float)
+            blanked_dice = (~held_truth.any(axis=(1, 2))).astype(float)[:, columns]
+            shown = before.any(axis=(1, 2))[:, columns]
             threshold = np.array([
                 best_threshold(held_presence[:, k], kept_dice[:, columns][:, k],
-                               blanked_dice[:, columns][:, k])
+                               blanked_dice[:, k], shown=shown[:, k],
+                               max_blanked=self.max_blanked)
                 for k in range(held_presence.shape[1])
             ])
         self.threshold_ = threshold

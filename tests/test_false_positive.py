@@ -175,6 +175,40 @@ def test_best_threshold_by_hand():
                           np.array([1.0, 0, 0])) == pytest.approx(0.05)
 
 
+def test_best_threshold_within_a_blanking_budget_by_hand():
+    presence = np.array([0.1, 0.2, 0.3, 0.4])
+    kept, blanked = np.array([0.0, 0, 0, 1]), np.array([1.0, 0, 1, 0])  # objects: 1 and 3
+    shown = np.array([True, True, True, True])
+    # free: blanking the three lowest gains 2 pairs, and blanks object 1 (half the objects)
+    assert best_threshold(presence, kept, blanked) == pytest.approx(0.35)
+    assert best_threshold(presence, kept, blanked, shown=shown,
+                          max_blanked=0.5) == pytest.approx(0.35)
+    # within a quarter, object 1 must stay: only the lowest pair is blanked
+    assert best_threshold(presence, kept, blanked, shown=shown,
+                          max_blanked=0.25) == pytest.approx(0.15)
+    # an object whose mask was not shown anyway costs nothing to blank
+    assert best_threshold(presence, kept, blanked, shown=np.array([True, False, True, True]),
+                          max_blanked=0.0) == pytest.approx(0.35)
+
+
+def test_max_blanked_budgets_the_tuned_threshold():
+    X, y = salt_like(20)
+    X_val, y_val = make_images("ffffoo", first_id=60)
+    table = {60: 0.1, 61: 0.2, 62: 0.4, 63: 0.45, 64: 0.3, 65: 0.9}
+
+    def fit(**params):
+        model = FalsePositiveFilter(BrightnessSegmenter(), PresenceLookup(table),
+                                    tune_threshold=True, **params)
+        return model.fit(X, y, validation_data=(X_val, y_val))
+
+    free = fit()  # blanks the four false positives and object 64
+    np.testing.assert_allclose(free.threshold_, [0.675])
+    assert free.fp_rate_ == 0 and free.blanked_rate_ == 0.5
+    budgeted = fit(max_blanked=0.4)  # keeps 64, and so the false positives above it
+    np.testing.assert_allclose(budgeted.threshold_, [0.25])
+    assert budgeted.fp_rate_ == 0.5 and budgeted.blanked_rate_ == 0
+
+
 # ------------------------------------------------------- diagnostics by hand
 VALIDATION_KINDS = "ffeoomo"  # ids 50..56
 TABLE = {50: 0.9, 51: 0.2, 52: 0.1, 53: 0.8, 54: 0.3, 55: 0.1, 56: 0.95}
@@ -409,6 +443,7 @@ def test_inside_a_fold_ensemble():
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize("params, error, match", [
     (dict(threshold=1.5), ValueError, "'threshold' parameter"),
+    (dict(max_blanked=-0.1), ValueError, "'max_blanked' parameter"),
     (dict(threshold=[0.5, 0.5]), ValueError, r"one such float per class \(1\)"),
     (dict(threshold=[[0.5]]), ValueError, r"one such float per class \(1\)"),
     (dict(classifier="tree"), ValueError, "'classifier' parameter"),
