@@ -228,6 +228,11 @@ def predict(model, x, batch_size):
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 
+def progress_bar(n_images, verbose):
+    """Keras' progress bar over ``n_images`` images (1: a live bar, 2: a line at the end)."""
+    return keras.utils.Progbar(n_images, verbose=1 if verbose == 1 else 2, unit_name="image")
+
+
 @contextlib.contextmanager
 def seeded(random_state):
     """Seed Keras and TensorFlow for reproducible training.

@@ -165,7 +165,9 @@ class UNetSegmenter(KerasModelMixin, SegmenterMixin, BaseEstimator):
         Seeds the validation split, the weight initialisation and the batch
         order: two fits on the CPU with the same integer give the same model.
     verbose : int, default=0
-        0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+        0 silent, 1 a progress bar per epoch, 2 one line per epoch; in
+        ``predict_proba``, ``predict`` and ``score``, a progress bar over the
+        images (1) or a line when done (2).
 
     Attributes
     ----------
@@ -521,6 +523,7 @@ or list of paths
         chunk = _CHUNK_BATCHES * self.batch_size
         own_size = images.own_size  # None when files of any size are resized
         result = [] if own_size is None else None
+        progress = _keras_side().progress_bar(len(images), self.verbose) if self.verbose else None
         for start in range(0, len(images), chunk):
             ready, sizes = images.read(slice(start, start + chunk))
             if self.tta is None:
@@ -529,6 +532,8 @@ or list of paths
                 proba = predict_with_tta(self._predict_views, ready, transforms,
                                          merge=self.tta_merge, batch_images=chunk)
             proba = restore_sizes(proba, sizes)
+            if progress is not None:
+                progress.update(min(start + chunk, len(images)))
             if own_size is None:
                 result.extend(proba)
                 continue

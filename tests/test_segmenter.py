@@ -1,5 +1,6 @@
 """UNetSegmenter: fitting, predicting, target formats, training control."""
 
+import copy
 import warnings
 
 import numpy as np
@@ -32,8 +33,6 @@ def test_history_records_every_epoch(fitted_binary):
 
 
 def test_postprocessing_parameters_apply_in_predict_and_score(fitted_binary, binary_data):
-    import copy
-
     from skunetseg.metrics import dice_score
     from skunetseg.postprocess import postprocess
 
@@ -47,6 +46,18 @@ def test_postprocessing_parameters_apply_in_predict_and_score(fitted_binary, bin
     # a min_area (in pixels) above any mask's area erases every mask
     assert not model.set_params(min_area=X.shape[1] * X.shape[2] + 1).predict(X).any()
     assert fitted_binary.min_area == 0  # the copy's settings are its own
+
+
+def test_verbose_predictions_show_a_progress_bar_over_the_images(fitted_binary, binary_data,
+                                                                  capsys):
+    X, _ = binary_data
+    fitted_binary.predict_proba(X)
+    assert capsys.readouterr().out == ""  # verbose=0 is silent
+    chatty = copy.copy(fitted_binary).set_params(verbose=2, batch_size=1)  # chunks of 8
+    np.testing.assert_allclose(chatty.predict_proba(X), fitted_binary.predict_proba(X),
+                               atol=1e-5)  # other batches round a little differently
+    out = capsys.readouterr().out
+    assert f"{len(X)}/{len(X)}" in out and "image" in out
 
 
 def test_odd_sizes_other_than_training_are_padded_and_cropped_back(fitted_binary):
