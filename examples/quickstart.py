@@ -8,6 +8,7 @@ prediction to ``quickstart_overlay.png``.
 
 The network trains at half resolution (256×256) to finish in a few minutes on a
 2-core CPU; the predicted probabilities are resized back to 512×512 for scoring.
+``--quick`` trains 2 epochs at 64×64 instead (a smoke run, as the tests do).
 """
 
 import argparse
@@ -47,7 +48,11 @@ def main():
     parser.add_argument("--backbone", default="efficientnetb0")
     parser.add_argument("--augment", default="flips", help="training augmentation preset")
     parser.add_argument("--overlay", default="quickstart_overlay.png")
+    parser.add_argument("--quick", action="store_true",
+                        help="2 epochs at 64x64: checks that everything runs, in seconds")
     args = parser.parse_args()
+    if args.quick:
+        args.size, args.epochs = 64, 2
 
     data = load_membrane(args.data_home)
     X = resize_stack(data.images, args.size, cv2.INTER_AREA)

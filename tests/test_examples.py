@@ -23,6 +23,26 @@ def run_example(name, *args):
     return done.stdout
 
 
+def test_quickstart_quick_prints_the_test_dice_and_writes_the_overlay(tmp_path):
+    import cv2
+
+    home = shared_data_home()
+    if not (home / "membrane").is_dir():
+        pytest.skip(f"the membrane data is not in {home}")
+    overlay = tmp_path / "overlay.png"
+    out = run_example("quickstart.py", "--quick", "--data-home", str(home), "--overlay",
+                      str(overlay))
+    trained = re.search(r"trained (\d+) epochs in \d+ s \(best epoch (\d+), validation Dice "
+                        + NUMBER + r"\)", out)
+    assert trained and int(trained.group(1)) == 2 and 1 <= int(trained.group(2)) <= 2, out
+    test = re.search(r"test Dice, membrane class, 512x512: " + NUMBER +
+                     r" \(predicting all membrane: " + NUMBER + r"\)", out)
+    assert test and 0 <= float(test.group(1)) <= 1, out
+    assert 0.3 < float(test.group(2)) < 0.4
+    panel = cv2.imread(str(overlay))
+    assert panel.shape == (512, 3 * 512, 3)  # image | truth | prediction
+
+
 def test_cv_grid_search_quick_prints_sane_scores():
     home = shared_data_home()
     if not (home / "membrane").is_dir():
