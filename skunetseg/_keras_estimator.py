@@ -7,6 +7,7 @@ parameters ``encoder_weights``, ``validation_fraction`` and ``random_state``.
 Its one hook is :meth:`KerasModelMixin._build_model`.
 """
 
+import copy
 import math
 import os
 from numbers import Integral
@@ -39,7 +40,10 @@ class KerasModelMixin:
     It expects the parameters ``encoder_weights``, ``validation_fraction`` and
     ``random_state`` and, once fitted, ``n_channels_in_``: the helpers that
     check the weights, draw the seed and the validation split, and prepare the
-    network input read them.
+    network input read them. :meth:`_build_and_train` also reads the training
+    parameters both estimators share (``loss``, ``learning_rate``,
+    ``batch_size``, ``accumulate_steps``, ``epochs``, ``bn_momentum``, the
+    early-stopping and learning-rate settings, ``callbacks``, ``verbose``).
     """
 
     def _build_model(self, keras_side, encoder_weights):
@@ -86,6 +90,40 @@ class KerasModelMixin:
         duplicate = type(self).__new__(type(self))
         duplicate.__dict__.update(self.__dict__)
         return duplicate
+
+    # ------------------------------------------------------------ training
+    def _build_and_train(self, training, validation, *, n_train, seed, activation, threshold,
+                         metrics=None, monitor="dice", mode="max", distribute=None):
+        """Build, compile and train the network; return (model, history, best_epoch, momentum).
+
+        ``training`` and ``validation`` are what :func:`skunetseg._model.train`
+        takes; ``n_train`` is the number of training images, which sets the
+        automatic BatchNormalization momentum. The network is built and
+        trained under ``seed`` (the one the training batches use), inside the
+        ``distribute`` scope.
+        """
+        keras_side = _keras_side()
+        keras_side.release_memory()
+        steps_per_epoch = math.ceil(n_train / self.batch_size)
+        momentum = (keras_side.auto_batchnorm_momentum(steps_per_epoch)
+                    if self.bn_momentum == "auto" else float(self.bn_momentum))
+        with keras_side.seeded(seed), keras_side.distribution_scope(distribute):
+            model = self._build_model(keras_side, self.encoder_weights)
+            keras_side.set_batchnorm_momentum(model, momentum)
+            keras_side.compile_model(
+                model, loss=self.loss, activation=activation, learning_rate=self.learning_rate,
+                accumulate_steps=self.accumulate_steps, threshold=threshold, metrics=metrics,
+            )
+            history, best_epoch = keras_side.train(
+                model, training, validation_data=validation,
+                epochs=self.epochs, batch_size=self.batch_size,
+                early_stopping_patience=self.early_stopping_patience,
+                reduce_lr_patience=self.reduce_lr_patience,
+                reduce_lr_factor=self.reduce_lr_factor,
+                callbacks=[copy.copy(callback) for callback in self.callbacks or []],
+                verbose=self.verbose, monitor=monitor, mode=mode,
+            )
+        return model, history, best_epoch, momentum
 
     # ------------------------------------------------------------ the input
     def _check_encoder_weights(self):

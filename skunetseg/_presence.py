@@ -1,7 +1,5 @@
 """PresenceClassifier: "is there an object of this class in the image?" from pixels."""
 
-import copy
-import math
 import os
 from numbers import Integral, Real
 
@@ -228,13 +226,8 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
             valid = None if valid_rows is None else (images[valid_rows], labels[valid_rows])
         augmenter = resolve_augmenter(self.augment)
 
-        keras_side = _keras_side()
         self._forget_model()
-        keras_side.release_memory()
         self.n_channels_in_ = images.shape[-1]
-        steps_per_epoch = math.ceil(len(train[0]) / self.batch_size)
-        momentum = (keras_side.auto_batchnorm_momentum(steps_per_epoch)
-                    if self.bn_momentum == "auto" else float(self.bn_momentum))
         seed = self._seed()
         if augmenter is None:
             training = (self._network_input(train[0]), train[1])
@@ -243,25 +236,10 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
 
             training = PresenceBatches(*train, augmenter=augmenter, batch_size=self.batch_size,
                                        prepare_images=self._network_input, seed=seed)
-        with keras_side.seeded(seed):
-            model = self._build_model(keras_side, self.encoder_weights)
-            keras_side.set_batchnorm_momentum(model, momentum)
-            keras_side.compile_model(
-                model, loss=self.loss, activation="sigmoid", learning_rate=self.learning_rate,
-                accumulate_steps=self.accumulate_steps, threshold=self.threshold,
-                metrics=keras_side.presence_metrics(self.threshold),
-            )
-            self.history_, self.best_epoch_ = keras_side.train(
-                model, training,
-                validation_data=None if valid is None else (self._network_input(valid[0]),
-                                                            valid[1]),
-                epochs=self.epochs, batch_size=self.batch_size,
-                early_stopping_patience=self.early_stopping_patience,
-                reduce_lr_patience=self.reduce_lr_patience,
-                reduce_lr_factor=self.reduce_lr_factor,
-                callbacks=[copy.copy(callback) for callback in self.callbacks or []],
-                verbose=self.verbose, monitor="loss", mode="min",
-            )
+        model, self.history_, self.best_epoch_, momentum = self._build_and_train(
+            training, None if valid is None else (self._network_input(valid[0]), valid[1]),
+            n_train=len(train[0]), seed=seed, activation="sigmoid", threshold=self.threshold,
+            metrics=_keras_side().presence_metrics(self.threshold), monitor="loss", mode="min")
         self.bn_momentum_ = momentum
         self._model = model
         return self

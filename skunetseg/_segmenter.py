@@ -1,7 +1,5 @@
 """UNetSegmenter: a segmentation-models U-Net as a scikit-learn estimator."""
 
-import copy
-import math
 import os
 from numbers import Integral, Real
 
@@ -368,11 +366,6 @@ or list of paths
         -------
         model, history, best_epoch, bn_momentum
         """
-        keras_side = _keras_side()
-        keras_side.release_memory()
-        steps_per_epoch = math.ceil(len(train[0]) / self.batch_size)
-        momentum = (keras_side.auto_batchnorm_momentum(steps_per_epoch)
-                    if self.bn_momentum == "auto" else float(self.bn_momentum))
         augmenter = resolve_augmenter(self.augment)
         seed = self._seed()
 
@@ -384,31 +377,16 @@ or list of paths
                 if not shuffle:
                     return ready  # validation: Keras batches the arrays in order
                 images, targets, prepare = ArrayImages(ready[0]), ready[1], _unchanged
-            return keras_side.AugmentedBatches(
+            return _keras_side().AugmentedBatches(
                 images, targets, augmenter=augmenter, batch_size=self.batch_size,
                 prepare_images=prepare, mask_fill=self._encoding.background,
                 seed=seed, shuffle=shuffle)
 
-        training = feed(*train, augmenter, shuffle=True)
-        validation = None if valid is None else feed(*valid, None, shuffle=False)
-        with keras_side.seeded(seed), keras_side.distribution_scope(self.distribute):
-            model = self._build_model(keras_side, self.encoder_weights)
-            keras_side.set_batchnorm_momentum(model, momentum)
-            keras_side.compile_model(
-                model, loss=self.loss, activation=self._encoding.activation,
-                learning_rate=self.learning_rate, accumulate_steps=self.accumulate_steps,
-                threshold=self._graph_threshold(),
-            )
-            history, best_epoch = keras_side.train(
-                model, training, validation_data=validation,
-                epochs=self.epochs, batch_size=self.batch_size,
-                early_stopping_patience=self.early_stopping_patience,
-                reduce_lr_patience=self.reduce_lr_patience,
-                reduce_lr_factor=self.reduce_lr_factor,
-                callbacks=[copy.copy(callback) for callback in self.callbacks or []],
-                verbose=self.verbose,
-            )
-        return model, history, best_epoch, momentum
+        return self._build_and_train(
+            feed(*train, augmenter, shuffle=True),
+            None if valid is None else feed(*valid, None, shuffle=False),
+            n_train=len(train[0]), seed=seed, activation=self._encoding.activation,
+            threshold=self._graph_threshold(), distribute=self.distribute)
 
     def _set_target_layout(self, encoding, n_channels):
         """Set the fitted attributes that describe the targets and the input channels."""
