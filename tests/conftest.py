@@ -1,8 +1,11 @@
 """Shared fixtures: tiny synthetic data, small fitted models, the real data folder."""
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pytest
 
@@ -42,6 +45,23 @@ def fitted_binary(binary_data):
     X, y = binary_data
     return UNetSegmenter(**{**SMALL, "epochs": 2, "validation_fraction": 0.2},
                          random_state=0).fit(X, y)
+
+
+def predict_in_fresh_process(model, X, folder, methods=("predict_proba",),
+                             tensorflow_loads_lazily=False):
+    """``joblib.dump`` the fitted ``model``, load it in a fresh Python process and return
+    ``{method: model.method(X)}`` computed there. With ``tensorflow_loads_lazily``, the
+    child also asserts that loading the model did not import TensorFlow."""
+    np.save(folder / "X.npy", X)
+    joblib.dump(model, folder / "model.joblib")
+    code = ("import sys, joblib, numpy as np\n"
+            "model = joblib.load(sys.argv[1] + '/model.joblib')\n")
+    if tensorflow_loads_lazily:
+        code += "assert 'tensorflow' not in sys.modules  # the network is rebuilt on first use\n"
+    code += "".join(f"np.save(sys.argv[1] + '/{name}.npy', model.{name}("
+                    "np.load(sys.argv[1] + '/X.npy')))\n" for name in methods)
+    subprocess.run([sys.executable, "-c", code, str(folder)], check=True, timeout=300)
+    return {name: np.load(folder / f"{name}.npy") for name in methods}
 
 
 def shared_data_home():

@@ -1,12 +1,9 @@
 """FoldEnsemble: fold models, out-of-fold predictions, tuned post-processing."""
 
-import subprocess
-import sys
 
-import joblib
 import numpy as np
 import pytest
-from conftest import SMALL, synthetic_images
+from conftest import SMALL, predict_in_fresh_process, synthetic_images
 from sklearn.base import BaseEstimator, clone
 from sklearn.model_selection import GroupKFold, KFold, cross_val_score
 
@@ -190,17 +187,11 @@ def test_unet_fold_ensemble_predicts_and_scores(fitted_ensemble, binary_data):
 def test_fold_ensemble_survives_joblib_in_a_fresh_process(fitted_ensemble, binary_data,
                                                           tmp_path):
     X, _ = binary_data
-    np.save(tmp_path / "X.npy", X)
-    joblib.dump(fitted_ensemble, tmp_path / "ensemble.joblib")
-    code = ("import sys, joblib, numpy as np\n"
-            "model = joblib.load(sys.argv[1] + '/ensemble.joblib')\n"
-            "np.save(sys.argv[1] + '/proba.npy', model.predict_proba("
-            "np.load(sys.argv[1] + '/X.npy')))\n"
-            "np.save(sys.argv[1] + '/masks.npy', model.predict(np.load(sys.argv[1] + '/X.npy')))\n")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=300)
-    np.testing.assert_allclose(np.load(tmp_path / "proba.npy"),
-                               fitted_ensemble.predict_proba(X), atol=1e-6)
-    np.testing.assert_array_equal(np.load(tmp_path / "masks.npy"), fitted_ensemble.predict(X))
+    loaded = predict_in_fresh_process(fitted_ensemble, X, tmp_path,
+                                      methods=("predict_proba", "predict"))
+    np.testing.assert_allclose(loaded["predict_proba"], fitted_ensemble.predict_proba(X),
+                               atol=1e-6)
+    np.testing.assert_array_equal(loaded["predict"], fitted_ensemble.predict(X))
 
 
 def test_folds_train_in_parallel_processes(fitted_ensemble, binary_data):

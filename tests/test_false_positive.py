@@ -7,13 +7,10 @@ were fitted on and asked to predict. The last tests fit the real networks (three
 small fits).
 """
 
-import subprocess
-import sys
 
-import joblib
 import numpy as np
 import pytest
-from conftest import SMALL, synthetic_images
+from conftest import SMALL, predict_in_fresh_process, synthetic_images
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.dummy import DummyClassifier
 from sklearn.exceptions import NotFittedError
@@ -516,15 +513,8 @@ def test_real_image_filter_predicts_the_segmenter_or_nothing(image_filter, real_
 def test_real_image_filter_joblib_round_trip_in_a_fresh_process(image_filter, real_data,
                                                                  tmp_path):
     X, _ = real_data
-    np.save(tmp_path / "X.npy", X)
-    joblib.dump(image_filter, tmp_path / "model.joblib")
-    code = ("import sys, joblib, numpy as np\n"
-            "model = joblib.load(sys.argv[1] + '/model.joblib')\n"
-            "np.save(sys.argv[1] + '/proba.npy', model.predict_proba("
-            "np.load(sys.argv[1] + '/X.npy')))\n")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=300)
-    np.testing.assert_allclose(np.load(tmp_path / "proba.npy"), image_filter.predict_proba(X),
-                               atol=1e-6)
+    proba = predict_in_fresh_process(image_filter, X, tmp_path)["predict_proba"]
+    np.testing.assert_allclose(proba, image_filter.predict_proba(X), atol=1e-6)
 
 
 def test_real_features_filter_on_out_of_fold_maps(image_filter, real_data):

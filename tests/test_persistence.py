@@ -2,12 +2,11 @@
 
 import copy
 import json
-import subprocess
-import sys
 
 import joblib
 import numpy as np
 import pytest
+from conftest import predict_in_fresh_process
 
 import skunetseg
 from skunetseg import UNetSegmenter
@@ -15,16 +14,9 @@ from skunetseg import UNetSegmenter
 
 def test_joblib_round_trip_in_a_fresh_process(fitted_binary, binary_data, tmp_path):
     X, _ = binary_data
-    np.save(tmp_path / "X.npy", X)
-    joblib.dump(fitted_binary, tmp_path / "model.joblib")
-    code = ("import sys, joblib, numpy as np\n"
-            "model = joblib.load(sys.argv[1] + '/model.joblib')\n"
-            "assert 'tensorflow' not in sys.modules  # the network is rebuilt on first use\n"
-            "np.save(sys.argv[1] + '/proba.npy', model.predict_proba("
-            "np.load(sys.argv[1] + '/X.npy')))\n")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=300)
-    np.testing.assert_allclose(np.load(tmp_path / "proba.npy"), fitted_binary.predict_proba(X),
-                               atol=1e-6)
+    proba = predict_in_fresh_process(fitted_binary, X, tmp_path,
+                                     tensorflow_loads_lazily=True)["predict_proba"]
+    np.testing.assert_allclose(proba, fitted_binary.predict_proba(X), atol=1e-6)
 
 
 def test_pickle_holds_weights_not_a_keras_model(fitted_binary):

@@ -1,13 +1,10 @@
 """PresenceClassifier: an image classifier network as a scikit-learn classifier."""
 
 import copy
-import subprocess
-import sys
 
-import joblib
 import numpy as np
 import pytest
-from conftest import synthetic_images
+from conftest import predict_in_fresh_process, synthetic_images
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import get_tags
@@ -89,16 +86,9 @@ def test_indicator_matrix_with_augmentation_and_validation_data(multilabel):
 
 def test_joblib_round_trip_in_a_fresh_process(binary, tmp_path):
     X, _ = presence_data()
-    np.save(tmp_path / "X.npy", X)
-    joblib.dump(binary, tmp_path / "model.joblib")
-    code = ("import sys, joblib, numpy as np\n"
-            "model = joblib.load(sys.argv[1] + '/model.joblib')\n"
-            "assert 'tensorflow' not in sys.modules  # the network is rebuilt on first use\n"
-            "np.save(sys.argv[1] + '/proba.npy', model.predict_proba("
-            "np.load(sys.argv[1] + '/X.npy')))\n")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=300)
-    np.testing.assert_allclose(np.load(tmp_path / "proba.npy"), binary.predict_proba(X),
-                               atol=1e-6)
+    proba = predict_in_fresh_process(binary, X, tmp_path,
+                                     tensorflow_loads_lazily=True)["predict_proba"]
+    np.testing.assert_allclose(proba, binary.predict_proba(X), atol=1e-6)
 
 
 def test_pickle_holds_weights_and_copies_share_or_own_the_network(binary):
