@@ -13,6 +13,59 @@ import contextlib
 import io
 import logging
 import os
+import re
+import sys
+import tempfile
+
+#: TensorFlow's C++ start-up lines that only say that a machine has no GPU or what the
+#: CPU build could do: hidden on a machine without an NVIDIA driver (see _quiet_start).
+_START_UP_NOISE = re.compile(
+    r"All log messages before absl::InitializeLog\(\) is called"
+    r"|failed call to cuInit|Could not find cuda drivers|cudart_stub\.cc"
+    r"|oneDNN custom operations are on|This TensorFlow binary is optimized to use"
+    r"|To enable the following instructions:|cpu_feature_guard\.cc"
+    r"|Unable to register cu(DNN|FFT|BLAS) factory|computation placer already registered"
+)
+
+
+def _has_nvidia_driver():
+    return os.path.exists("/proc/driver/nvidia") or os.path.exists("/dev/nvidia0")
+
+
+@contextlib.contextmanager
+def _quiet_start():
+    """Hold back the C++ lines TensorFlow writes to stderr while it starts.
+
+    On a machine without an NVIDIA driver, TensorFlow reports a failed ``cuInit``
+    and oneDNN notices as error lines, which read as failures to a newcomer. They
+    are captured at the file-descriptor level and every line that is not one of
+    these known notices (:data:`_START_UP_NOISE`) is written back to stderr, so
+    that real problems still show. With a driver present, or with
+    ``SKUNETSEG_TF_LOGS=1``, nothing is held back.
+    """
+    if os.environ.get("SKUNETSEG_TF_LOGS") == "1" or _has_nvidia_driver():
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable file descriptor 2
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = [line for line in capture.read().decode("utf-8", "replace").splitlines(True)
+                    if line.strip() and not _START_UP_NOISE.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
 
 
 def _import_frameworks():
@@ -44,8 +97,9 @@ def _enable_gpu_memory_growth(tf):
             pass
 
 
-tf, keras, sm = _import_frameworks()
-_enable_gpu_memory_growth(tf)
+with _quiet_start():
+    tf, keras, sm = _import_frameworks()
+    _enable_gpu_memory_growth(tf)
 ops = keras.ops
 
 

@@ -11,6 +11,7 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import SegmenterMixin
+from ._export import ExportMixin
 from ._images import load_labels
 from ._segmenter import UNetSegmenter
 from ._targets import encode_targets
@@ -36,7 +37,7 @@ def _fit_fold(estimator, X, y, train, test, verbose, fold):
     return estimator, estimator.predict_proba(X_test)
 
 
-class FoldEnsemble(SegmenterMixin, BaseEstimator):
+class FoldEnsemble(ExportMixin, SegmenterMixin, BaseEstimator):
     """Train one model per cross-validation fold and average their probabilities.
 
     The Kaggle recipe: split the training images into folds, train a clone of

@@ -31,6 +31,9 @@ def _json_params(estimator):
 
         params["loss"] = {"keras_loss": keras.losses.serialize(params["loss"])}
     params["decoder_filters"] = [int(f) for f in params["decoder_filters"]]
+    from .augment import augment_to_json
+
+    params["augment"] = augment_to_json(params["augment"])
     if params["input_size"] is not None:
         params["input_size"] = [int(v) for v in params["input_size"]]
     for name in ("threshold", "min_area", "min_component_area"):
@@ -130,6 +133,9 @@ def load(path):
 
         params["loss"] = keras.losses.deserialize(params["loss"]["keras_loss"])
     params["decoder_filters"] = tuple(params["decoder_filters"])
+    from .augment import augment_from_json
+
+    params["augment"] = augment_from_json(params["augment"])
     if params.get("input_size") is not None:
         params["input_size"] = tuple(params["input_size"])
     estimator = UNetSegmenter(**params)

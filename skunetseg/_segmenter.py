@@ -11,6 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import LOSS_NAMES, check_backbone
 from ._base import SegmenterMixin
+from ._export import ExportMixin
 from ._images import (
     ArrayImages,
     image_source,
@@ -52,7 +53,7 @@ def _train_network(estimator, train, valid):
     return model.get_weights(), history, best_epoch, momentum
 
 
-class UNetSegmenter(KerasModelMixin, SegmenterMixin, BaseEstimator):
+class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator):
     """U-Net image segmentation (segmentation-models on Keras 3) as a scikit-learn estimator.
 
     Trains a U-Net with a segmentation-models encoder on a stack of images and
@@ -125,12 +126,15 @@ class UNetSegmenter(KerasModelMixin, SegmenterMixin, BaseEstimator):
         Post-processing: connected components smaller than this are erased
         before ``min_area`` is applied; same units as ``min_area``. See
         :mod:`skunetseg.postprocess`.
-    augment : None, str or Augmenter, default=None
+    augment : None, str, Augmenter or albumentations pipeline, default=None
         Training augmentation: ``"flips"``, ``"d4"`` (flips and 90° rotations),
-        ``"seed"`` (the Kaggle recipe: flips and shift-scale-rotate), or an
+        ``"seed"`` (the Kaggle recipe: flips and shift-scale-rotate), an
         :class:`~skunetseg.augment.Augmenter` whose own parameters (probabilities,
         limits, ``crop_size``, brightness/contrast) a grid search can tune as
-        ``augment__<name>``. Batches are augmented on worker threads.
+        ``augment__<name>``, or an albumentations pipeline (any callable
+        ``pipeline(image=..., mask=...) -> dict``; see
+        :class:`~skunetseg.augment.PipelineAugmenter`). Batches are augmented on
+        worker threads.
     tta : None, "flips", "d4" or list, default=None
         Test-time augmentation in ``predict_proba``, ``predict`` and ``score``:
         predict flipped (``"flips"``: 4 views), flipped and rotated (``"d4"``: 8
@@ -241,7 +245,8 @@ class UNetSegmenter(KerasModelMixin, SegmenterMixin, BaseEstimator):
         "threshold": [Interval(Real, 0, 1, closed="neither"), "array-like"],
         "min_area": [Interval(Real, 0, None, closed="left"), "array-like"],
         "min_component_area": [Interval(Real, 0, None, closed="left"), "array-like"],
-        "augment": [None, StrOptions(set(AUGMENT_PRESETS)), HasMethods(["augment_batch"])],
+        "augment": [None, StrOptions(set(AUGMENT_PRESETS)), HasMethods(["augment_batch"]),
+                    callable],
         "tta": [None, StrOptions(set(TTA_PRESETS)), list, tuple],
         "tta_merge": [StrOptions(set(MERGE_METHODS))],
         "mixed_precision": [StrOptions({"auto"}), "boolean"],

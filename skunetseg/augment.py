@@ -14,6 +14,7 @@ a preset name from :data:`AUGMENT_PRESETS` or an :class:`Augmenter`) into an
 :class:`Augmenter` or ``None``.
 """
 
+import copy
 import numbers
 
 import cv2
@@ -21,7 +22,7 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 
-__all__ = ["AUGMENT_PRESETS", "Augmenter", "resolve_augmenter"]
+__all__ = ["AUGMENT_PRESETS", "Augmenter", "PipelineAugmenter", "resolve_augmenter"]
 
 #: Channels given to one ``cv2.warpAffine`` call: its border value has four entries.
 _MAX_WARP_CHANNELS = 4
@@ -366,12 +367,124 @@ AUGMENT_PRESETS = {
 }
 
 
+class PipelineAugmenter:
+    """Augment batches with an albumentations pipeline (or any callable like one).
+
+    ``pipeline(image=image, mask=mask)`` is called on each image ``(H, W, C)``
+    float32 and its mask ``(H, W, K)`` float32 (0/1 channels) and must return a
+    dict with the transformed ``"image"`` and ``"mask"``, as an albumentations
+    ``Compose`` does; every image of a batch must come out with one size.
+
+    Reproducibility: each batch is transformed by its own deep copy of the
+    pipeline, seeded through its ``set_random_seed`` method (albumentations >= 2)
+    with a seed drawn from the batch's random state. The result depends only on
+    the estimator's ``random_state``, the epoch and the batch, never on which
+    worker thread ran it, and threads never share a pipeline's random state. A
+    callable without ``set_random_seed`` is called as it is: its draws are its
+    own, not reproducible.
+
+    Parameters
+    ----------
+    pipeline : callable
+        An ``albumentations.Compose`` or any callable with its protocol.
+
+    Notes
+    -----
+    Transforms that bring in pixels from outside the image fill masks with their
+    own ``fill_mask`` (0 by default): right for binary and multilabel masks; for
+    one-hot multiclass masks choose geometric transforms that do not, or crop.
+    Values are float32 images as ``predict_proba`` sees them (uint8 and uint16
+    images scaled to [0, 1]), which albumentations' pixel transforms expect.
+    :meth:`to_json` stores an albumentations pipeline with
+    ``albumentations.to_dict`` so that :func:`skunetseg.load` rebuilds it.
+    """
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+
+    def __repr__(self):
+        return f"PipelineAugmenter({self.pipeline!r})"
+
+    def augment_batch(self, images, masks, random_state, mask_fill=None):
+        """Return the images and masks transformed by the pipeline, one image at a time.
+
+        Parameters and return values are those of :meth:`Augmenter.augment_batch`;
+        ``mask_fill`` is not used (see the class notes).
+        """
+        images = _as_float32_batch(images, "images")
+        masks = _as_float32_batch(masks, "masks")
+        rng = _as_generator(random_state)
+        pipeline = self.pipeline
+        if callable(getattr(pipeline, "set_random_seed", None)):
+            pipeline = copy.deepcopy(pipeline)
+            pipeline.set_random_seed(int(rng.integers(np.iinfo(np.int32).max)))
+        new_images, new_masks = [], []
+        for image, mask in zip(images, masks, strict=True):
+            result = pipeline(image=image, mask=mask)
+            if not isinstance(result, dict) or "image" not in result or "mask" not in result:
+                raise TypeError("An augment pipeline must return a dict with 'image' and "
+                                f"'mask', as albumentations.Compose does; got "
+                                f"{type(result).__name__}.")
+            new_images.append(np.asarray(result["image"], dtype=np.float32).reshape(
+                *np.shape(result["image"])[:2], image.shape[-1]))
+            new_masks.append(np.asarray(result["mask"], dtype=np.float32).reshape(
+                *np.shape(result["mask"])[:2], mask.shape[-1]))
+        shapes = {array.shape[:2] for array in new_images + new_masks}
+        if len(shapes) > 1:
+            raise ValueError("The augment pipeline returned images or masks of different "
+                             f"sizes within one batch ({sorted(shapes)}); every image of a "
+                             "batch must come out with one size: crop to a fixed size.")
+        return np.stack(new_images), np.stack(new_masks)
+
+    def to_json(self):
+        """The pipeline as a JSON-ready dict (``albumentations.to_dict``)."""
+        try:
+            import albumentations
+        except ImportError as error:
+            raise TypeError("Only albumentations pipelines can be saved; albumentations is "
+                            "not installed.") from error
+        try:
+            return {"albumentations": albumentations.to_dict(self.pipeline)}
+        except Exception as error:
+            raise TypeError(f"The augment pipeline {self.pipeline!r} cannot be saved: "
+                            f"albumentations.to_dict failed ({error}).") from error
+
+
+def augment_to_json(augment):
+    """The ``augment`` parameter as a JSON-ready value for :func:`skunetseg.save_model`."""
+    if augment is None or isinstance(augment, str):
+        return augment
+    if isinstance(augment, Augmenter):
+        params = augment.get_params()
+        if params["crop_size"] is not None:
+            params["crop_size"] = [int(v) for v in params["crop_size"]]
+        return {"augmenter": params}
+    augmenter = augment if isinstance(augment, PipelineAugmenter) else resolve_augmenter(augment)
+    if not isinstance(augmenter, PipelineAugmenter):
+        raise TypeError(f"The augment parameter {augment!r} cannot be saved without pickle.")
+    return augmenter.to_json()
+
+
+def augment_from_json(value):
+    """The ``augment`` parameter that :func:`augment_to_json` stored."""
+    if not isinstance(value, dict):
+        return value
+    if "augmenter" in value:
+        params = value["augmenter"]
+        if params.get("crop_size") is not None:
+            params["crop_size"] = tuple(params["crop_size"])
+        return Augmenter(**params)
+    import albumentations
+
+    return albumentations.from_dict(value["albumentations"])
+
+
 def resolve_augmenter(augment):
     """Return the :class:`Augmenter` an ``augment`` parameter names, or None.
 
     Parameters
     ----------
-    augment : None, str or Augmenter
+    augment : None, str, Augmenter or callable
         What to augment training images with:
 
         - ``None``: nothing (returns ``None``);
@@ -383,12 +496,16 @@ def resolve_augmenter(augment):
         - ``"seed"``: the recipe of the Kaggle seed-segmentation solutions: the
           flips, and with probability 0.5 a shift-scale-rotate of at most 30
           degrees, 10 % zoom and 6.25 % shift;
-        - an :class:`Augmenter`: returned as it is.
+        - an :class:`Augmenter` (or any object with its ``augment_batch``
+          method): returned as it is;
+        - an albumentations pipeline, or any callable with its protocol
+          ``pipeline(image=image, mask=mask) -> {"image": ..., "mask": ...}``:
+          wrapped in a :class:`PipelineAugmenter`.
 
     Returns
     -------
-    augmenter : Augmenter or None
-        A new augmenter for a preset name.
+    augmenter : Augmenter, PipelineAugmenter or None
+        A new augmenter for a preset name or a pipeline.
 
     Examples
     --------
@@ -396,11 +513,13 @@ def resolve_augmenter(augment):
     >>> resolve_augmenter("d4")
     Augmenter(rotate90_p=0.5)
     """
-    if augment is None or isinstance(augment, Augmenter):
+    if augment is None or callable(getattr(augment, "augment_batch", None)):
         return augment
     if isinstance(augment, str) and augment in AUGMENT_PRESETS:
         return Augmenter(**AUGMENT_PRESETS[augment])
+    if callable(augment) and not isinstance(augment, type):
+        return PipelineAugmenter(augment)
     raise ValueError(
-        f"The 'augment' parameter must be None, one of {sorted(AUGMENT_PRESETS)} or an "
-        f"Augmenter instance; got {augment!r}."
+        f"The 'augment' parameter must be None, one of {sorted(AUGMENT_PRESETS)}, an "
+        f"Augmenter instance or an albumentations pipeline; got {augment!r}."
     )

@@ -1,0 +1,428 @@
+"""The ``skunetseg`` command line: fit, predict and evaluate on folders of images.
+
+Run ``skunetseg --help`` (or ``python -m skunetseg --help``) and
+``skunetseg <command> --help``. Exit codes: 0 success, 1 an error (one line
+``skunetseg: error: ...`` on stderr; ``--debug`` shows the traceback), 2 a usage
+error (bad or missing arguments), 130 interrupted (Ctrl-C).
+
+TensorFlow's C++ start-up lines (a failed ``cuInit`` on a machine without a
+GPU, oneDNN notices) are kept out of the console unless ``--debug`` is given.
+"""
+
+import argparse
+import csv
+import logging
+import os
+import sys
+import warnings
+
+__all__ = ["main"]
+
+#: Exit codes scripts can rely on.
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+_HISTORY_FILE = "history.csv"
+_HISTORY_PLOT = "history.png"
+
+
+class CommandError(Exception):
+    """An error the command line reports as one line."""
+
+
+# ------------------------------------------------------------------ parser
+def _positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _add_common(parser):
+    parser.add_argument("--debug", action="store_true",
+                        help="show TensorFlow's log lines and full tracebacks")
+
+
+def _build_parser():
+    parser = argparse.ArgumentParser(
+        prog="skunetseg",
+        description="U-Net image segmentation on folders of images (skunetseg).",
+        epilog="Exit codes: 0 success, 1 error, 2 usage error, 130 interrupted.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"skunetseg {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    fit = commands.add_parser(
+        "fit", help="train a model on a folder of images and a folder of masks",
+        description="Train a U-Net on the images of IMAGES_DIR and the masks of MASKS_DIR "
+                    "(paired by file name) and save it, without pickle, to MODEL_DIR with "
+                    f"its training history ({_HISTORY_FILE}, and {_HISTORY_PLOT} when "
+                    "matplotlib is installed).")
+    fit.add_argument("images_dir", metavar="IMAGES_DIR")
+    fit.add_argument("masks_dir", metavar="MASKS_DIR")
+    fit.add_argument("-o", "--output", required=True, metavar="MODEL_DIR",
+                     help="folder to save the model to (must not exist unless --overwrite)")
+    fit.add_argument("--backbone", default="efficientnetb2", help="encoder (default: %(default)s)")
+    fit.add_argument("--encoder-weights", default=None,
+                     help="'imagenet' or a weights file of the encoder (default: random)")
+    fit.add_argument("--decoder-filters", type=_positive_int, nargs=5, default=None,
+                     metavar="F", help="filters of the 5 decoder blocks "
+                                       "(default: 256 128 64 32 16)")
+    fit.add_argument("--input-size", type=_positive_int, nargs=2, default=None,
+                     metavar=("H", "W"), help="resize every image to H x W")
+    fit.add_argument("--epochs", type=_positive_int, default=50)
+    fit.add_argument("--batch-size", type=_positive_int, default=8)
+    fit.add_argument("--learning-rate", type=float, default=1e-3)
+    fit.add_argument("--loss", default="jaccard",
+                     help="jaccard, dice, bce, focal, bce_jaccard or bce_dice "
+                          "(default: %(default)s)")
+    fit.add_argument("--validation-fraction", type=float, default=0.1,
+                     help="share of the images held out for early stopping "
+                          "(default: %(default)s)")
+    fit.add_argument("--augment", default=None, choices=["flips", "d4", "seed"],
+                     help="training augmentation preset")
+    fit.add_argument("--tta", default=None, choices=["flips", "d4"],
+                     help="test-time augmentation the saved model predicts with")
+    fit.add_argument("--binarize-masks", action="store_true",
+                     help="read masks whose non-zero pixels are the object (e.g. 0/255 or "
+                          "anti-aliased) as binary masks")
+    fit.add_argument("--mask-suffix", default="",
+                     help="what mask names add to image names (e.g. _mask)")
+    fit.add_argument("--folds", type=_positive_int, default=None, metavar="N",
+                     help="train a fold ensemble of N models (N >= 2)")
+    fit.add_argument("--fp-filter", action="store_true",
+                     help="add a false-positive filter (presence classifier)")
+    fit.add_argument("--random-state", type=int, default=None, metavar="SEED")
+    fit.add_argument("--overwrite", action="store_true", help="replace an existing MODEL_DIR")
+    fit.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_common(fit)
+
+    predict = commands.add_parser(
+        "predict", help="write predicted masks of a folder of images",
+        description="Predict a mask file (PNG) per image of IMAGES_DIR into OUT_DIR, "
+                    "named after the image; existing files are never replaced unless "
+                    "--overwrite.")
+    predict.add_argument("model_dir", metavar="MODEL_DIR")
+    predict.add_argument("images_dir", metavar="IMAGES_DIR")
+    predict.add_argument("out_dir", metavar="OUT_DIR")
+    predict.add_argument("--rle", default=None, metavar="CSV",
+                         help="also write the masks run-length encoded to this Kaggle "
+                              "submission file")
+    predict.add_argument("--suffix", default=".png",
+                         help="appended to image names to name masks (default: %(default)s)")
+    predict.add_argument("--tta", default=None, choices=["none", "flips", "d4"],
+                         help="override the saved model's test-time augmentation")
+    predict.add_argument("--batch-size", type=_positive_int, default=32,
+                         help="images read at a time (default: %(default)s)")
+    predict.add_argument("--overwrite", action="store_true",
+                         help="replace existing mask files and CSV")
+    predict.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+    _add_common(predict)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="score a model on a folder of images and masks",
+        description="Print the Kaggle Dice (overall and per class) of the model's "
+                    "predictions of IMAGES_DIR against MASKS_DIR, and its false-positive "
+                    "rate on empty masks.")
+    evaluate.add_argument("model_dir", metavar="MODEL_DIR")
+    evaluate.add_argument("images_dir", metavar="IMAGES_DIR")
+    evaluate.add_argument("masks_dir", metavar="MASKS_DIR")
+    evaluate.add_argument("--mask-suffix", default="",
+                          help="what mask names add to image names (e.g. _mask)")
+    evaluate.add_argument("--worst", type=_positive_int, default=5, metavar="N",
+                          help="list the N images of lowest Dice (default: %(default)s)")
+    evaluate.add_argument("--plot", default=None, metavar="PNG",
+                          help="draw the worst images with their true and predicted masks "
+                               "(needs matplotlib)")
+    evaluate.add_argument("--batch-size", type=_positive_int, default=32,
+                          help="images read at a time (default: %(default)s)")
+    evaluate.add_argument("--overwrite", action="store_true", help="replace an existing plot")
+    _add_common(evaluate)
+    return parser
+
+
+# ------------------------------------------------------------ quiet start
+def _quiet_tensorflow(debug):
+    """Keep TensorFlow's C++ and absl start-up lines off the console unless debugging."""
+    if debug:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+        os.environ["SKUNETSEG_TF_LOGS"] = "1"  # skunetseg._backend holds nothing back
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    # third-party deprecation notices are for developers, not for the user of a command
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _say(text, quiet=False):
+    if not quiet:
+        print(text, flush=True)
+
+
+# --------------------------------------------------------------------- fit
+def _check_new_path(path, overwrite, what):
+    if os.path.exists(path) and not overwrite:
+        raise CommandError(f"{what} {path!r} exists; pass --overwrite to replace it.")
+
+
+def _make_model(args):
+    from . import FalsePositiveFilter, FoldEnsemble, UNetSegmenter
+
+    params = dict(backbone=args.backbone, encoder_weights=args.encoder_weights,
+                  epochs=args.epochs, batch_size=args.batch_size,
+                  learning_rate=args.learning_rate, loss=args.loss,
+                  validation_fraction=args.validation_fraction, augment=args.augment,
+                  tta=args.tta, random_state=args.random_state,
+                  verbose=0 if args.quiet else 1)
+    if args.decoder_filters is not None:
+        params["decoder_filters"] = tuple(args.decoder_filters)
+    if args.input_size is not None:
+        params["input_size"] = tuple(args.input_size)
+    if args.binarize_masks:
+        if "binarize_masks" not in UNetSegmenter().get_params():
+            raise CommandError("--binarize-masks needs a skunetseg whose UNetSegmenter has "
+                               "the binarize_masks parameter; this one has not.")
+        params["binarize_masks"] = True
+    model = UNetSegmenter(**params)
+    if args.fp_filter:
+        model = FalsePositiveFilter(model)
+    if args.folds is not None:
+        if args.folds < 2:
+            raise CommandError(f"--folds must be at least 2; got {args.folds}.")
+        model = FoldEnsemble(model, cv=args.folds, random_state=args.random_state,
+                             verbose=0 if args.quiet else 1)
+    if not callable(getattr(model, "save", None)):
+        flags = " and ".join(flag for flag, used in (("--folds", args.folds is not None),
+                                                     ("--fp-filter", args.fp_filter)) if used)
+        raise CommandError(f"{flags}: this skunetseg cannot save a {type(model).__name__} "
+                           "without pickle yet, so fit would train a model it cannot save; "
+                           "use the Python API (joblib.dump) for it.")
+    return model
+
+
+def _histories(model):
+    """``[(fold or None, history)]`` of the networks ``model`` trained."""
+    if hasattr(model, "estimators_"):
+        return [(fold, history) for index, member in enumerate(model.estimators_)
+                for fold, history in [(index + 1, h) for _, h in _histories(member)]]
+    if hasattr(model, "segmenter_"):
+        return _histories(model.segmenter_)
+    return [(None, model.history_)]
+
+
+def _write_history(model, folder):
+    rows = []
+    for fold, history in _histories(model):
+        rows.extend(row if fold is None else {"fold": fold, **row} for row in history)
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    path = os.path.join(folder, _HISTORY_FILE)
+    with open(path, "x", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _plot_history(model, folder):
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .plotting import plot_history
+
+    histories = _histories(model)
+    figure, axes = plt.subplots(len(histories), 3, figsize=(15, 4 * len(histories)),
+                                squeeze=False)
+    for row, (fold, history) in zip(axes, histories, strict=True):
+        plot_history(history, ax=row)
+        if fold is not None:
+            row[0].set_ylabel(f"fold {fold}")
+    path = os.path.join(folder, _HISTORY_PLOT)
+    figure.savefig(path, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def _fit(args):
+    from .io import load_image_folder
+
+    _check_new_path(args.output, args.overwrite, "MODEL_DIR")
+    images, masks = load_image_folder(args.images_dir, args.masks_dir,
+                                      mask_suffix=args.mask_suffix)
+    model = _make_model(args)
+    _say(f"Training {type(model).__name__} ({args.backbone}) on {len(images)} images"
+         + (f", {args.folds} folds" if args.folds else ""), args.quiet)
+    model.fit(images, masks)
+    model.save(args.output, overwrite=args.overwrite)
+    _write_history(model, args.output)
+    plot = _plot_history(model, args.output)
+    _say(f"Saved the model to {args.output!r} with its history ({_HISTORY_FILE}"
+         + (f", {_HISTORY_PLOT}" if plot else "") + ").", args.quiet)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------- predict
+def _load(model_dir):
+    from . import load
+
+    return load(model_dir)
+
+
+def _rle_rows(model, stems, written):
+    """``(header, rows)`` of the Kaggle CSV of the mask files ``written``."""
+    import numpy as np
+
+    from .io import read_mask
+    from .rle import rle_encode
+
+    kind, classes = model.target_type_, list(model.classes_)
+    if kind == "binary":
+        header = ("id", "rle_mask")
+        rows = [(stem, rle_encode(read_mask(path) == classes[1]))
+                for stem, path in zip(stems, written, strict=True)]
+        return header, rows
+    header = ("Image_Label", "EncodedPixels")
+    rows = []
+    if kind == "multilabel":
+        files = iter(written)
+        for stem in stems:
+            for label in classes:
+                rows.append((f"{stem}_{label}", rle_encode(read_mask(next(files)) != 0)))
+        return header, rows
+    for stem, path in zip(stems, written, strict=True):  # multiclass label maps
+        mask = read_mask(path)
+        rows.extend((f"{stem}_{label}", rle_encode(np.asarray(mask) == label))
+                    for label in classes[1:])
+    return header, rows
+
+
+def _predict(args):
+    from .io import load_image_folder, predict_to_dir
+
+    if args.rle is not None:
+        _check_new_path(args.rle, args.overwrite, "The CSV file")
+    model = _load(args.model_dir)
+    if args.tta is not None:
+        _set_tta(model, None if args.tta == "none" else args.tta)
+    images, _ = load_image_folder(args.images_dir)
+    written = predict_to_dir(model, images, args.out_dir, batch_size=args.batch_size,
+                             overwrite=args.overwrite, suffix=args.suffix,
+                             verbose=0 if args.quiet else 1)
+    _say(f"Wrote {len(written)} mask file(s) to {args.out_dir!r}.", args.quiet)
+    if args.rle is not None:
+        header, rows = _rle_rows(model, [path.stem for path in images], written)
+        with open(args.rle, "w" if args.overwrite else "x", newline="") as file:
+            writer = csv.writer(file, lineterminator="\n")
+            writer.writerow(header)
+            writer.writerows(rows)
+        _say(f"Wrote {len(rows)} run-length encoded row(s) to {args.rle!r}.", args.quiet)
+    return EXIT_OK
+
+
+def _set_tta(model, tta):
+    """Set ``tta`` on the segmenter(s) that predict for ``model``."""
+    for member in getattr(model, "estimators_", [model]):
+        target = getattr(member, "segmenter_", member)
+        target.set_params(tta=tta)
+
+
+# ---------------------------------------------------------------- evaluate
+def _evaluate(args):
+    import numpy as np
+
+    from ._targets import encode_targets
+    from .io import load_image_folder, read_image, read_mask
+    from .metrics import dice_per_pair
+
+    if args.plot is not None:
+        _check_new_path(args.plot, args.overwrite, "The plot file")
+    model = _load(args.model_dir)
+    images, masks = load_image_folder(args.images_dir, args.masks_dir,
+                                      mask_suffix=args.mask_suffix)
+    pair_dice, truth_empty, pred_empty = [], [], []
+    for start in range(0, len(images), args.batch_size):
+        chunk = slice(start, start + args.batch_size)
+        for proba, mask_path in zip(model.predict_proba(images[chunk]), masks[chunk],
+                                    strict=True):
+            truth = encode_targets(read_mask(mask_path)[np.newaxis], model._encoding,
+                                   name="MASKS_DIR") > 0.5
+            if truth.shape[1:3] != proba.shape[:2]:
+                raise CommandError(f"the mask {str(mask_path)!r} is {truth.shape[1:3]} for an "
+                                   f"image of {proba.shape[:2]}.")
+            predicted = model._binary_masks(proba[np.newaxis])
+            pair_dice.append(dice_per_pair(truth, predicted)[0])
+            truth_empty.append(~truth.any(axis=(1, 2))[0])
+            pred_empty.append(~predicted.any(axis=(1, 2))[0])
+    pair_dice, truth_empty, pred_empty = map(np.array, (pair_dice, truth_empty, pred_empty))
+    labels = list(model.classes_)
+    if model.target_type_ == "binary":
+        labels = labels[1:]
+    print(f"Kaggle Dice: {pair_dice.mean():.4f} ({len(images)} images x {len(labels)} "
+          f"class(es))")
+    for label, score in zip(labels, pair_dice.mean(axis=0), strict=True):
+        print(f"  class {label}: {score:.4f}")
+    n_empty = int(truth_empty.sum())
+    if n_empty:
+        false_positives = int((truth_empty & ~pred_empty).sum())
+        print(f"False-positive rate on empty masks: {false_positives / n_empty:.4f} "
+              f"({false_positives} of {n_empty} empty (image, class) masks predicted "
+              "non-empty)")
+    else:
+        print("False-positive rate on empty masks: no empty masks")
+    per_image = pair_dice.mean(axis=1)
+    worst = np.argsort(per_image, kind="stable")[:args.worst]
+    print(f"Worst {len(worst)} image(s):")
+    for row in worst:
+        print(f"  {images[row].name}: {per_image[row]:.4f}")
+    if args.plot is not None:
+        from .plotting import plot_predictions
+
+        chosen = [images[row] for row in worst]
+        pictures = [read_image(path) for path in chosen]
+        truths = [read_mask(masks[row]) for row in worst]
+        if len({picture.shape for picture in pictures}) > 1:
+            raise CommandError("--plot needs the worst images to have one size.")
+        figure = plot_predictions(np.stack(pictures), np.stack(truths),
+                                  model.predict(np.stack(pictures)), path=args.plot)
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+        print(f"Drew them in {args.plot!r}.")
+    return EXIT_OK
+
+
+_COMMANDS = {"fit": _fit, "predict": _predict, "evaluate": _evaluate}
+
+
+def main(argv=None):
+    """Run the command line; return its exit code."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit:  # --help, --version and usage errors
+        return exit.code
+    _quiet_tensorflow(args.debug)
+    try:
+        return _COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("skunetseg: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as error:  # one readable line, the traceback only with --debug
+        if args.debug:
+            raise
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        # the library's advice names its Python argument; here it is the flag
+        message = message.replace("overwrite=True", "--overwrite")
+        name = "" if isinstance(error, CommandError) else f"{type(error).__name__}: "
+        print(f"skunetseg: error: {name}{message}", file=sys.stderr)
+        return EXIT_ERROR

@@ -1,0 +1,190 @@
+"""The ``skunetseg`` command line, run end to end through subprocess on a tiny folder.
+
+One module-scoped fit (about 10 s of training on 8 images of 40x44) gives the model
+directory that the predict and evaluate tests reuse.
+"""
+
+import csv
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from conftest import synthetic_images
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = (40, 44)  # not a multiple of 32
+#: What TensorFlow's C++ start-up writes (E0000 ... cuInit, I0000 ... cudart_stub, ...)
+NOISE = ("cuInit", "cuda_platform", "cudart_stub", "absl::InitializeLog", "oneDNN",
+         "cpu_feature_guard")
+
+
+def run_cli(*args, timeout=600):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    env.pop("SKUNETSEG_TF_LOGS", None)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return subprocess.run([sys.executable, "-m", "skunetseg", *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def assert_clean_failure(result, *words):
+    """Exit code 1, one line on stderr naming ``words``, no traceback."""
+    assert result.returncode == 1, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("skunetseg: error: ")
+    assert "Traceback" not in result.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    from skunetseg.io import write_mask
+
+    root = tmp_path_factory.mktemp("cli")
+    images, masks = synthetic_images(n=8, height=SIZE[0], width=SIZE[1], seed=3)
+    (root / "images").mkdir()
+    for index, (image, mask) in enumerate(zip(images, masks, strict=True)):
+        assert cv2.imwrite(str(root / "images" / f"img{index}.png"), image)
+        write_mask(root / "masks" / f"img{index}.png", mask)
+    return root
+
+
+@pytest.fixture(scope="module")
+def fitted(folder):
+    """(model dir, the fit's CompletedProcess): one fit for the whole module."""
+    model_dir = folder / "model"
+    result = run_cli("fit", folder / "images", folder / "masks", "-o", model_dir,
+                     "--backbone", "vgg16", "--decoder-filters", 16, 8, 8, 4, 4,
+                     "--epochs", 1, "--batch-size", 4, "--learning-rate", 0.01,
+                     "--validation-fraction", 0, "--random-state", 0)
+    assert result.returncode == 0, result.stderr
+    return model_dir, result
+
+
+def image_paths(folder):
+    from skunetseg.io import load_image_folder
+
+    return load_image_folder(folder / "images", folder / "masks")
+
+
+def test_fit_writes_a_loadable_model_its_history_and_a_clean_console(fitted):
+    import skunetseg
+
+    model_dir, result = fitted
+    for line in result.stderr.splitlines():
+        assert not any(word in line for word in NOISE), result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Epoch 1/1" in result.stdout  # the per-epoch progress bar
+    assert f"Saved the model to {str(model_dir)!r}" in result.stdout
+    model = skunetseg.load(model_dir)
+    assert model.get_params()["backbone"] == "vgg16"
+    assert model.get_params()["decoder_filters"] == (16, 8, 8, 4, 4)
+    assert model.random_state == 0 and model.epochs == 1
+    with open(model_dir / "history.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == len(model.history_) == 1
+    assert float(rows[0]["loss"]) == pytest.approx(model.history_[0]["loss"])
+    assert (model_dir / "history.png").stat().st_size > 0
+
+
+def test_fit_refuses_an_existing_model_dir_before_training(fitted, folder):
+    model_dir, _ = fitted
+    before = sorted(os.listdir(model_dir))
+    result = run_cli("fit", folder / "images", folder / "masks", "-o", model_dir)
+    assert_clean_failure(result, "exists", "--overwrite")
+    assert sorted(os.listdir(model_dir)) == before
+
+
+def test_predict_writes_the_loaded_models_masks_and_a_matching_rle_csv(fitted, folder):
+    import skunetseg
+    from skunetseg.io import read_mask
+    from skunetseg.rle import rle_decode
+
+    model_dir, _ = fitted
+    out, submission = folder / "predicted", folder / "submission.csv"
+    result = run_cli("predict", model_dir, folder / "images", out, "--rle", submission)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and not any(w in result.stderr for w in NOISE)
+    images, _ = image_paths(folder)
+    expected = skunetseg.load(model_dir).predict(images)
+    with open(submission, newline="") as file:
+        rows = list(csv.reader(file))
+    assert rows[0] == ["id", "rle_mask"]
+    assert [row[0] for row in rows[1:]] == [path.stem for path in images]
+    for path, mask, (_, rle) in zip(images, expected, rows[1:], strict=True):
+        written = read_mask(out / f"{path.stem}.png")
+        assert written.shape == SIZE
+        np.testing.assert_array_equal(written, mask)
+        np.testing.assert_array_equal(rle_decode(rle, SIZE), mask == 1)
+
+    # a second run never replaces the masks or the CSV unless --overwrite
+    stamp = {path: path.stat().st_mtime_ns for path in out.iterdir()}
+    assert_clean_failure(run_cli("predict", model_dir, folder / "images", out),
+                         "exist", "overwrite")
+    assert_clean_failure(run_cli("predict", model_dir, folder / "images", folder / "other",
+                                 "--rle", submission), "exists")
+    assert {path: path.stat().st_mtime_ns for path in out.iterdir()} == stamp
+    assert not (folder / "other").exists()
+
+
+def test_evaluate_prints_the_models_score(fitted, folder):
+    import skunetseg
+
+    model_dir, _ = fitted
+    images, masks = image_paths(folder)
+    plot = folder / "worst.png"
+    result = run_cli("evaluate", model_dir, folder / "images", folder / "masks", "--worst", 2,
+                     "--plot", plot)
+    assert result.returncode == 0, result.stderr
+    expected = skunetseg.load(model_dir).score(images, masks)
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith(f"Kaggle Dice: {expected:.4f} (8 images x 1 class(es))")
+    assert lines[1] == f"  class 1: {expected:.4f}"
+    assert lines[2].startswith("False-positive rate on empty masks:")
+    assert lines[3] == "Worst 2 image(s):"
+    assert plot.stat().st_size > 0
+
+
+def test_errors_are_one_line_with_an_exit_code_and_debug_shows_the_traceback(tmp_path):
+    missing = tmp_path / "nowhere"
+    result = run_cli("predict", tmp_path, missing, tmp_path / "out")
+    assert_clean_failure(result, "skunetseg.json")  # tmp_path is no saved model
+    debug = run_cli("predict", tmp_path, missing, tmp_path / "out", "--debug")
+    assert debug.returncode != 0 and "Traceback" in debug.stderr
+    usage = run_cli("fit", tmp_path)
+    assert usage.returncode == 2 and "usage: skunetseg fit" in usage.stderr
+    assert run_cli("evaluate", "--help").returncode == 0
+
+
+@pytest.mark.parametrize("command", ["fit", "predict", "evaluate"])
+def test_help(command):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0 and f"usage: skunetseg {command}" in result.stdout
+
+
+def test_folds_either_trains_or_refuses_before_training(folder, tmp_path):
+    from skunetseg import FoldEnsemble
+
+    if callable(getattr(FoldEnsemble, "save", None)):
+        pytest.skip("FoldEnsemble saves without pickle: --folds is covered by a full fit")
+    result = run_cli("fit", folder / "images", folder / "masks", "-o", tmp_path / "m",
+                     "--folds", 2, "--epochs", 1)
+    assert_clean_failure(result, "--folds", "cannot save a FoldEnsemble")
+    assert "Epoch" not in result.stdout and not (tmp_path / "m").exists()
+
+
+def test_console_script_entry_point():
+    from skunetseg import cli
+
+    with open(REPO / "pyproject.toml", "rb") as file:
+        scripts = tomllib.load(file)["project"]["scripts"]
+    module, function = scripts["skunetseg"].split(":")
+    assert module == cli.__name__ and getattr(cli, function) is cli.main
+    assert cli.main(["--version"]) == 0
