@@ -263,6 +263,8 @@ def _fit(args):
     _say(f"Training {type(model).__name__} ({args.backbone}) on {len(images)} images"
          + (f", {args.folds} folds" if args.folds else ""), args.quiet)
     model.fit(images, masks)
+    for segmenter in _segmenters(model):  # progress bars were for this command only
+        segmenter.set_params(verbose=0)
     model.save(args.output, overwrite=args.overwrite)
     _write_history(model, args.output)
     plot = _plot_history(model, args.output)
@@ -272,10 +274,19 @@ def _fit(args):
 
 
 # ----------------------------------------------------------------- predict
+def _segmenters(model):
+    """The networks' estimators inside ``model`` (fold models, a filter's segmenter)."""
+    for member in getattr(model, "estimators_", [model]):
+        yield getattr(member, "segmenter_", member)
+
+
 def _load(model_dir):
     from . import load
 
-    return load(model_dir)
+    model = load(model_dir)
+    for segmenter in _segmenters(model):  # the command prints its own progress
+        segmenter.set_params(verbose=0)
+    return model
 
 
 def _rle_rows(model, stems, written):
@@ -307,14 +318,23 @@ def _rle_rows(model, stems, written):
 
 
 def _predict(args):
-    from .io import load_image_folder, predict_to_dir
+    from pathlib import Path
+
+    from .io import _existing_targets, load_image_folder, predict_to_dir
 
     if args.rle is not None:
         _check_new_path(args.rle, args.overwrite, "The CSV file")
+    images, _ = load_image_folder(args.images_dir)
+    taken = [] if args.overwrite else _existing_targets(
+        Path(args.out_dir), [path.stem for path in images], args.suffix)
+    if taken:  # predict_to_dir checks it too; this saves loading the model first
+        raise CommandError(f"{len(taken)} mask file(s) that this prediction would write "
+                           f"already exist in {args.out_dir!r}, such as {taken[0]!r}; pass "
+                           "--overwrite to replace them, or choose another OUT_DIR or "
+                           "--suffix.")
     model = _load(args.model_dir)
     if args.tta is not None:
         _set_tta(model, None if args.tta == "none" else args.tta)
-    images, _ = load_image_folder(args.images_dir)
     written = predict_to_dir(model, images, args.out_dir, batch_size=args.batch_size,
                              overwrite=args.overwrite, suffix=args.suffix,
                              verbose=0 if args.quiet else 1)
@@ -331,9 +351,8 @@ def _predict(args):
 
 def _set_tta(model, tta):
     """Set ``tta`` on the segmenter(s) that predict for ``model``."""
-    for member in getattr(model, "estimators_", [model]):
-        target = getattr(member, "segmenter_", member)
-        target.set_params(tta=tta)
+    for segmenter in _segmenters(model):
+        segmenter.set_params(tta=tta)
 
 
 # ---------------------------------------------------------------- evaluate

@@ -81,7 +81,7 @@ def test_fit_writes_a_loadable_model_its_history_and_a_clean_console(fitted):
     for line in result.stderr.splitlines():
         assert not any(word in line for word in NOISE), result.stderr
     assert "Traceback" not in result.stderr
-    assert "Epoch 1/1" in result.stdout  # the per-epoch progress bar
+    assert "2/2" in result.stdout and "━" in result.stdout  # the epoch's progress bar
     assert f"Saved the model to {str(model_dir)!r}" in result.stdout
     model = skunetseg.load(model_dir)
     assert model.get_params()["backbone"] == "vgg16"
@@ -145,6 +145,7 @@ def test_evaluate_prints_the_models_score(fitted, folder):
     assert result.returncode == 0, result.stderr
     expected = skunetseg.load(model_dir).score(images, masks)
     lines = result.stdout.splitlines()
+    assert "━" not in result.stdout  # no Keras progress bar between the lines
     assert lines[0].startswith(f"Kaggle Dice: {expected:.4f} (8 images x 1 class(es))")
     assert lines[1] == f"  class 1: {expected:.4f}"
     assert lines[2].startswith("False-positive rate on empty masks:")
@@ -152,21 +153,23 @@ def test_evaluate_prints_the_models_score(fitted, folder):
     assert plot.stat().st_size > 0
 
 
-def test_errors_are_one_line_with_an_exit_code_and_debug_shows_the_traceback(tmp_path):
-    missing = tmp_path / "nowhere"
-    result = run_cli("predict", tmp_path, missing, tmp_path / "out")
+def test_errors_are_one_line_with_an_exit_code_and_debug_shows_the_traceback(folder, tmp_path):
+    result = run_cli("predict", tmp_path, tmp_path / "nowhere", tmp_path / "out")
+    assert_clean_failure(result, "nowhere", "does not exist")
+    result = run_cli("evaluate", tmp_path, folder / "images", folder / "masks")
     assert_clean_failure(result, "skunetseg.json")  # tmp_path is no saved model
-    debug = run_cli("predict", tmp_path, missing, tmp_path / "out", "--debug")
+    debug = run_cli("evaluate", tmp_path, folder / "images", folder / "masks", "--debug")
     assert debug.returncode != 0 and "Traceback" in debug.stderr
-    usage = run_cli("fit", tmp_path)
-    assert usage.returncode == 2 and "usage: skunetseg fit" in usage.stderr
-    assert run_cli("evaluate", "--help").returncode == 0
 
 
 @pytest.mark.parametrize("command", ["fit", "predict", "evaluate"])
-def test_help(command):
-    result = run_cli(command, "--help")
-    assert result.returncode == 0 and f"usage: skunetseg {command}" in result.stdout
+def test_help_and_usage_errors(command, capsys):
+    from skunetseg.cli import main
+
+    assert main([command, "--help"]) == 0
+    assert f"usage: skunetseg {command}" in capsys.readouterr().out
+    assert main([command]) == 2  # its folders are missing
+    assert "the following arguments are required" in capsys.readouterr().err
 
 
 def test_folds_either_trains_or_refuses_before_training(folder, tmp_path):
