@@ -108,3 +108,17 @@ def test_segmenter_trains_with_a_pipeline_saves_and_pickles_it(tmp_path):
     np.testing.assert_allclose(loaded.predict_proba(X), model.predict_proba(X), atol=1e-6)
     unpickled = pickle.loads(pickle.dumps(model))
     assert A.to_dict(unpickled.augment) == A.to_dict(model.augment)
+
+
+def test_save_stores_a_built_in_augmenter_as_its_parameters(fitted_binary, tmp_path):
+    import copy
+
+    import skunetseg
+    from skunetseg.augment import Augmenter
+
+    model = copy.copy(fitted_binary)
+    model.augment = Augmenter(crop_size=(16, 24), shift_scale_rotate_p=0.25)
+    model.save(tmp_path / "model")
+    loaded = skunetseg.load(tmp_path / "model").augment
+    assert isinstance(loaded, Augmenter)
+    assert loaded.get_params() == model.augment.get_params()
