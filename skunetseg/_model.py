@@ -211,7 +211,10 @@ def train(model, training, *, validation_data, epochs, batch_size, early_stoppin
             data = dict(x=training[0], y=training[1], batch_size=batch_size, shuffle=True)
         else:
             data = dict(x=training, shuffle=False)
+        # validation arrays are batched at batch_size too (Keras' default is 32,
+        # whatever the training batches are); a PyDataset batches itself
         model.fit(**data, epochs=epochs, validation_data=validation_data,
+                  validation_batch_size=batch_size,
                   callbacks=schedule + list(callbacks or []), verbose=verbose)
     except KeyboardInterrupt:
         warnings.warn(f"Training interrupted after {len(recorder.epochs)} epoch(s); the "
