@@ -10,6 +10,7 @@ The variable is set here, immediately before the import, and nowhere else.
 """
 
 import contextlib
+import functools
 import io
 import logging
 import os
@@ -106,3 +107,24 @@ ops = keras.ops
 def gpu_available():
     """Return True when TensorFlow sees at least one GPU."""
     return bool(tf.config.list_physical_devices("GPU"))
+
+
+#: CPU flags (Linux ``/proc/cpuinfo``) of the units that compute in bfloat16:
+#: AVX512-BF16 and the AMX tiles of recent Intel Xeon and AMD EPYC processors.
+BFLOAT16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_supports_bfloat16(cpuinfo="/proc/cpuinfo"):
+    """Return True when the CPU reports bfloat16 units (see ``BFLOAT16_CPU_FLAGS``).
+
+    Reads the ``flags`` lines of ``cpuinfo``; False where the file does not exist
+    (macOS, Windows) or reports none of them, so nothing is assumed.
+    """
+    try:
+        with open(cpuinfo, encoding="utf-8", errors="replace") as file:
+            lines = [line for line in file if line.startswith("flags")]
+    except OSError:
+        return False
+    flags = {flag for line in lines for flag in line.partition(":")[2].split()}
+    return bool(flags & BFLOAT16_CPU_FLAGS)

@@ -37,8 +37,12 @@ class KerasModelMixin:
     weights) and loads them on first use. ``copy.copy`` shares the network,
     ``copy.deepcopy`` gets its own.
 
-    It expects the parameters ``encoder_weights``, ``validation_fraction`` and
-    ``random_state`` and, once fitted, ``n_channels_in_``: the helpers that
+    ``_build_model`` also takes ``policy``, the Keras dtype policy to build
+    under (None: the training one); :meth:`_predict_network` builds the
+    prediction network with it when prediction computes in another precision.
+
+    It expects the parameters ``encoder_weights``, ``validation_fraction``,
+    ``mixed_precision`` and ``random_state`` and, once fitted, ``n_channels_in_``: the helpers that
     check the weights, draw the seed and the validation split, and prepare the
     network input read them. :meth:`_build_and_train` also reads the training
     parameters both estimators share (``loss``, ``learning_rate``,
@@ -46,7 +50,7 @@ class KerasModelMixin:
     early-stopping and learning-rate settings, ``callbacks``, ``verbose``).
     """
 
-    def _build_model(self, keras_side, encoder_weights):
+    def _build_model(self, keras_side, encoder_weights, policy=None):
         raise NotImplementedError
 
     def _forget_model(self):
@@ -90,6 +94,15 @@ class KerasModelMixin:
         duplicate = type(self).__new__(type(self))
         duplicate.__dict__.update(self.__dict__)
         return duplicate
+
+    def _predict_network(self):
+        """The network to predict with: :attr:`model_`, or its copy under the dtype
+        policy that ``mixed_precision`` gives prediction on this machine (bfloat16
+        on a CPU with bfloat16 units, see :func:`skunetseg._model.resolve_mixed_precision`)."""
+        keras_side = _keras_side()
+        policy = keras_side.resolve_mixed_precision(self.mixed_precision, purpose="predict")
+        return keras_side.under_policy(
+            self.model_, policy, lambda: self._build_model(keras_side, None, policy=policy))
 
     # ------------------------------------------------------------ training
     def _build_and_train(self, training, validation, *, n_train, seed, activation, threshold,

@@ -10,10 +10,11 @@ import os
 import random
 import re
 import warnings
+import weakref
 
 import numpy as np
 
-from ._backend import gpu_available, keras, sm, tf
+from ._backend import cpu_supports_bfloat16, gpu_available, keras, sm, tf
 from ._batches import AugmentedBatches  # noqa: F401  (the estimator's training input)
 from ._keras_metrics import KaggleDice, MaskAccuracy
 from .losses import get_loss
@@ -36,11 +37,59 @@ def dtype_policy(name):
         keras.config.set_dtype_policy(previous)
 
 
-def resolve_mixed_precision(mixed_precision):
-    """Return the dtype policy for the ``mixed_precision`` parameter."""
+def resolve_mixed_precision(mixed_precision, purpose="train"):
+    """Return the Keras dtype policy for the ``mixed_precision`` parameter.
+
+    ``purpose`` is ``"train"`` or ``"predict"``. True: ``"mixed_float16"``.
+    False: ``"float32"``. ``"auto"``: ``"mixed_float16"`` on a GPU; on a CPU,
+    ``"mixed_bfloat16"`` to predict when the CPU has bfloat16 units (detected,
+    :func:`skunetseg._backend.cpu_supports_bfloat16`), else ``"float32"``; a CPU
+    always trains in float32 (bfloat16 training measured 0.5x as fast, see
+    docs/design.md).
+    """
     if mixed_precision == "auto":
-        mixed_precision = gpu_available()
+        if gpu_available():
+            return "mixed_float16"
+        if purpose == "predict" and cpu_supports_bfloat16():
+            return "mixed_bfloat16"
+        return "float32"
     return "mixed_float16" if mixed_precision else "float32"
+
+
+def network_policy(model):
+    """Name of the dtype policy ``model``'s layers compute under (its first weighted layer's)."""
+    for layer in model.layers:
+        if layer.weights:
+            return layer.dtype_policy.name
+    return model.dtype_policy.name
+
+
+# trained network -> (policy, its copy under that policy); a copy lives as long as its network
+_policy_copies = weakref.WeakKeyDictionary()
+
+
+def under_policy(model, policy, build):
+    """``model``, or a copy computing under the dtype ``policy`` that holds its weights.
+
+    ``build()`` returns an uncompiled network like ``model`` built under
+    ``policy``; it is called once per network and policy, and the copy is kept
+    while ``model`` lives. Mixed policies keep float32 variables, so the weights
+    go across unchanged, and the copy is brought up to date with ``model``'s
+    weights on every call (a fit or ``set_weights`` on ``model`` reaches it).
+    """
+    if network_policy(model) == policy:
+        return model
+    cached = _policy_copies.get(model)
+    if cached is None or cached[0] != policy:
+        cached = (policy, build())
+        cached[1].set_weights(model.get_weights())
+        _policy_copies[model] = cached
+    else:
+        weights = model.get_weights()
+        if not all(np.array_equal(mine, theirs)
+                   for mine, theirs in zip(weights, cached[1].get_weights(), strict=True)):
+            cached[1].set_weights(weights)
+    return cached[1]
 
 
 def distribution_scope(distribute):
@@ -211,7 +260,10 @@ def train(model, training, *, validation_data, epochs, batch_size, early_stoppin
             data = dict(x=training[0], y=training[1], batch_size=batch_size, shuffle=True)
         else:
             data = dict(x=training, shuffle=False)
+        # validation arrays are batched at batch_size too (Keras' default is 32,
+        # whatever the training batches are); a PyDataset batches itself
         model.fit(**data, epochs=epochs, validation_data=validation_data,
+                  validation_batch_size=batch_size,
                   callbacks=schedule + list(callbacks or []), verbose=verbose)
     except KeyboardInterrupt:
         warnings.warn(f"Training interrupted after {len(recorder.epochs)} epoch(s); the "
@@ -224,7 +276,8 @@ def train(model, training, *, validation_data, epochs, batch_size, early_stoppin
 
 
 def predict(model, x, batch_size):
-    """Run the model in inference mode, batch by batch; float32 output."""
+    """Run the model in inference mode, batch by batch; float32 output (also from a
+    network computing in float16 or bfloat16)."""
     return np.asarray(model.predict(x, batch_size=batch_size, verbose=0), dtype=np.float32)
 
 
