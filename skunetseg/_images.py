@@ -81,7 +81,7 @@ def value_range(images, dtype):
     dtype = np.dtype(dtype)
     if dtype in (np.uint8, np.uint16):
         return 0.0, float(np.iinfo(dtype).max)
-    if dtype == bool:
+    if dtype.kind == "b":
         return 0.0, 1.0
     return float(np.min(images)), float(np.max(images))
 

@@ -101,7 +101,8 @@ def _check_label_like(y, values, counts, name, row_names):
     if row_names is not None:
         from .io import _listing
 
-        where = f"in {len(rows)} of the {len(y)} mask files: {_listing([row_names[r] for r in rows])}"
+        files = _listing([row_names[r] for r in rows])
+        where = f"in {len(rows)} of the {len(y)} mask files: {files}"
     else:
         shown = ", ".join(str(r) for r in rows[:10]) + (", ..." if len(rows) > 10 else "")
         where = f"in {len(rows)} of the {len(y)} masks (rows {shown})"

@@ -15,14 +15,13 @@ import cv2
 import joblib
 import numpy as np
 import pytest
+from conftest import SMALL
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
-from conftest import SMALL, synthetic_images
 from skunetseg import UNetSegmenter, load
-from skunetseg import _atomic
 from skunetseg._targets import encode_targets, fit_target_encoding
-from skunetseg.io import binarize_mask, read_images, read_mask, write_mask
+from skunetseg.io import read_images, read_mask, write_mask
 
 
 # ------------------------------------------------------------------ 1. gray-level masks
@@ -44,7 +43,8 @@ def test_jpeg_masks_are_refused_with_the_files_named(binary_data, tmp_path):
     jpegs, _ = _jpeg_masks(masks, tmp_path / "masks")
     labels = read_images(jpegs, name="y", kind="mask")
     assert len(np.unique(labels)) > 2  # the noise the issue describes
-    with pytest.raises(ValueError, match=r"gray-level.*distinct values.*binarize_masks=True") as info:
+    with pytest.raises(ValueError,
+                       match=r"gray-level.*distinct values.*binarize_masks=True") as info:
         fit_target_encoding(labels, name="y", row_names=[str(p) for p in jpegs])
     assert "0.jpg" in str(info.value) or "1.jpg" in str(info.value)
     # the estimator refuses before building a network
@@ -89,6 +89,8 @@ def test_binarize_recovers_the_clean_targets(binary_data, tmp_path):
     rgb = tmp_path / "rgb.jpg"
     cv2.imwrite(str(rgb), np.repeat(masks[1][..., None] * np.uint8(255), 3, axis=-1))
     np.testing.assert_array_equal(read_mask(rgb, binarize=True), masks[1] * 255)
+    from skunetseg.io import binarize_mask
+
     for mask in (masks, masks.astype(bool), masks * np.uint16(65535), masks.astype(float)):
         np.testing.assert_array_equal(binarize_mask(mask), masks * 255)
 
@@ -112,7 +114,7 @@ def _interrupting_callback():
     from skunetseg._backend import keras
 
     class Interrupt(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
+        def on_train_begin(self, logs=None):  # inside Keras' fit, before any epoch
             raise KeyboardInterrupt
 
     return Interrupt()
@@ -212,6 +214,8 @@ def _saved_model_is_complete(path):
 
 def test_save_over_a_model_keeps_one_complete_model_at_every_step(
         fitted_binary, binary_data, tmp_path, monkeypatch):
+    from skunetseg import _atomic
+
     X, _ = binary_data
     path = tmp_path / "model"
     fitted_binary.save(path)
@@ -251,6 +255,8 @@ def test_save_over_a_model_keeps_one_complete_model_at_every_step(
 
 # ------------------------------------------------------------ 7. crash-safe mask writes
 def test_an_interrupted_mask_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    from skunetseg import _atomic
+
     target = tmp_path / "out" / "a.png"
 
     def crash(*args, **kwargs):
