@@ -218,15 +218,22 @@ def test_save_over_a_model_keeps_one_complete_model_at_every_step(
 
     X, _ = binary_data
     path = tmp_path / "model"
-    fitted_binary.save(path)
-    before = sorted(os.listdir(tmp_path))
-    # a crash while Keras writes the archive: the old model untouched, no staging left
-    monkeypatch.setattr(type(fitted_binary.model_), "save",
-                        lambda self, *a, **k: (_ for _ in ()).throw(OSError("disk full")))
-    with pytest.raises(OSError, match="disk full"):
-        fitted_binary.save(path, overwrite=True)
-    assert sorted(os.listdir(tmp_path)) == before and _saved_model_is_complete(path)
-    monkeypatch.undo()
+    # a crash while Keras writes the archive: no model, no staging folder left
+    with monkeypatch.context() as patch:
+        patch.setattr(type(fitted_binary.model_), "save",
+                      lambda self, *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+        with pytest.raises(OSError, match="disk full"):
+            fitted_binary.save(path)
+        assert os.listdir(tmp_path) == []
+        # and over an existing model: the old model untouched
+        patch.undo()
+        fitted_binary.save(path)
+        before = sorted(os.listdir(tmp_path))
+        patch.setattr(type(fitted_binary.model_), "save",
+                      lambda self, *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+        with pytest.raises(OSError, match="disk full"):
+            fitted_binary.save(path, overwrite=True)
+        assert sorted(os.listdir(tmp_path)) == before and _saved_model_is_complete(path)
 
     # a crash between the two renames: the old model is the backup, and load finds it
     real_replace, calls = os.replace, []
