@@ -55,7 +55,8 @@ class SegmenterMixin:
         score : float
         """
         check_is_fitted(self)
-        truth = encode_targets(load_labels(y, name="y"), self._encoding, name="y") > 0.5
+        labels = load_labels(y, name="y", binarize=getattr(self, "binarize_masks", False))
+        truth = encode_targets(labels, self._encoding, name="y") > 0.5
         proba = self.predict_proba(X)
         if truth.shape[:3] != proba.shape[:3]:
             raise ValueError(f"y must hold one mask per image of X, of the images' size; "

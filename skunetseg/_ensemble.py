@@ -212,7 +212,8 @@ class FoldEnsemble(ExportMixin, SegmenterMixin, BaseEstimator):
         oof_proba = np.full((len(X), *fitted[0][1].shape[1:]), np.nan, dtype=np.float32)
         for (_, test), (_, proba) in zip(self.folds_, fitted, strict=True):
             oof_proba[test] = proba
-        truth = encode_targets(load_labels(y, name="y"), self._encoding,
+        binarize = getattr(fitted[0][0], "binarize_masks", False)  # as the members read y
+        truth = encode_targets(load_labels(y, name="y", binarize=binarize), self._encoding,
                                name="y")[held_out] > 0.5
         self._set_postprocessing(oof_proba[held_out], truth)
         masks = self._binary_masks(oof_proba[held_out])

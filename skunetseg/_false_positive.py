@@ -24,6 +24,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import SegmenterMixin
 from ._images import check_images
 from ._targets import encode_targets, fit_target_encoding
+from .io import binarize_mask
 from .metrics import dice_per_pair
 from .postprocess import applied_postprocessing
 
@@ -345,6 +346,13 @@ class FalsePositiveFilter(SegmenterMixin, MetaEstimatorMixin, BaseEstimator):
         """
         check_images(X, name="X")
         X = np.asarray(X)
+        if getattr(self._fold_segmenter(), "binarize_masks", False):
+            # read the masks as the segmenter does (binarising twice changes nothing)
+            y = binarize_mask(y, name="y")
+            if validation_data is not None and isinstance(validation_data, (tuple, list)) \
+                    and len(validation_data) == 2:
+                validation_data = (validation_data[0],
+                                   binarize_mask(validation_data[1], name="validation_data[1]"))
         encoding = fit_target_encoding(y, name="y")
         truth = encode_targets(y, encoding, name="y") > 0.5
         if len(truth) != len(X):

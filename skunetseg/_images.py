@@ -6,7 +6,14 @@ import os
 import cv2
 import numpy as np
 
-from .io import _describe, _resize, check_paths, is_path_sequence, read_image, read_images
+from .io import (
+    _describe,
+    _resize,
+    check_image_files,
+    is_path_sequence,
+    read_image,
+    read_images,
+)
 
 #: Every segmentation-models encoder downsamples five times.
 SIZE_MULTIPLE = 32
@@ -66,6 +73,17 @@ def check_images(X, *, name="X", n_channels=None):
     if not np.isfinite(X).all():
         raise ValueError(f"{name} contains NaN or infinity; images must be finite.")
     return X
+
+
+def value_range(images, dtype):
+    """The (min, max) pixel values of images stored as ``dtype``: the dtype's range for
+    ``uint8``/``uint16`` (cheap; they are scaled by it), else the values' own range."""
+    dtype = np.dtype(dtype)
+    if dtype in (np.uint8, np.uint16):
+        return 0.0, float(np.iinfo(dtype).max)
+    if dtype.kind == "b":
+        return 0.0, 1.0
+    return float(np.min(images)), float(np.max(images))
 
 
 def pad_to_multiple(images, multiple=SIZE_MULTIPLE, mode="reflect"):
@@ -134,21 +152,36 @@ def restore_sizes(proba, sizes):
             for p, size in zip(proba, sizes, strict=True)]
 
 
-def load_labels(y, *, name="y", size=None):
+def load_labels(y, *, name="y", size=None, binarize=False):
     """Masks given as files read into one label array (resized by nearest neighbour to
-    ``size``); masks given as an array returned as they are."""
+    ``size``); masks given as an array returned as they are. With ``binarize``, each
+    mask is binarised (:func:`skunetseg.io.binarize_mask`) to 0/255 ``uint8``."""
+    from .io import binarize_mask
+
     reject_single_path(y, name=name, kind="mask")
     if is_paths(y):
-        return read_images(y, name=name, kind="mask", size=size)
+        return read_images(y, name=name, kind="mask", size=size, binarize=binarize)
+    if binarize:
+        return binarize_mask(y, name=name)
     return y
+
+
+def mask_row_names(y):
+    """The file names of masks given as files (to name them in errors), else None."""
+    if is_paths(y) and not isinstance(y, (str, bytes, os.PathLike)):
+        return [os.fspath(path) for path in y]
+    return None
 
 
 class ArrayImages:
     """Validated in-memory images ``(n, H, W, C)`` float32, taken at ``size`` when given."""
 
-    def __init__(self, images, size=None):
+    def __init__(self, images, size=None, dtype=None, value_range=None):
         self.images = images
         self.size = None if size is None else tuple(size)
+        # what the images were given as, before check_images scaled them
+        self.dtype = np.dtype(images.dtype if dtype is None else dtype).name
+        self.value_range = value_range
 
     def __len__(self):
         return len(self.images)
@@ -176,11 +209,12 @@ class ArrayImages:
         return self.read(indices)[0]
 
     def subset(self, indices):
-        return ArrayImages(self.images[indices], self.size)
+        return ArrayImages(self.images[indices], self.size, self.dtype, self.value_range)
 
     def resized(self):
         """The same images resized to ``size`` once, in memory."""
-        return ArrayImages(resize_images(self.images, self.size))
+        return ArrayImages(resize_images(self.images, self.size), None, self.dtype,
+                           self.value_range)
 
 
 class PathImages:
@@ -192,11 +226,16 @@ class PathImages:
     """
 
     def __init__(self, paths, *, name="X", size=None, n_channels=None):
-        self.paths = check_paths(paths, name=name)
+        # every file is checked to exist and to start like an image file now, before
+        # any network is built: a bad file is not found in the middle of training
+        self.paths = check_image_files(paths, name=name)
         self.name = name
         self.size = None if size is None else tuple(size)
         first = read_image(self.paths[0])
         self.reference = (self.paths[0], first.shape, first.dtype)
+        # the dtype's range for 8/16-bit files, else (float TIFFs) the first file's
+        self.dtype = first.dtype.name
+        self.value_range = value_range(first, first.dtype)
         if n_channels is not None and self.n_channels != n_channels:
             raise ValueError(
                 f"{name} has {self.n_channels} channel(s) (file {str(self.paths[0])!r}) but the "
@@ -263,4 +302,7 @@ def image_source(X, *, name="X", size=None, n_channels=None):
     reject_single_path(X, name=name)
     if is_paths(X):
         return PathImages(X, name=name, size=size, n_channels=n_channels)
-    return ArrayImages(check_images(X, name=name, n_channels=n_channels), size)
+    if not isinstance(X, (str, bytes)) and (hasattr(X, "__len__") or hasattr(X, "__array__")):
+        X = np.asarray(X)
+    images = check_images(X, name=name, n_channels=n_channels)
+    return ArrayImages(images, size, X.dtype, value_range(images, X.dtype))

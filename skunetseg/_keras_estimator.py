@@ -7,9 +7,14 @@ parameters ``encoder_weights``, ``validation_fraction`` and ``random_state``.
 Its one hook is :meth:`KerasModelMixin._build_model`.
 """
 
+import contextlib
 import copy
+import hashlib
 import math
 import os
+import sys
+import threading
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -50,6 +55,9 @@ class KerasModelMixin:
     early-stopping and learning-rate settings, ``callbacks``, ``verbose``).
     """
 
+    #: The parameters that shape the network: changing one after fit needs a refit.
+    _architecture_params = ("backbone", "encoder_weights")
+
     def _build_model(self, keras_side, encoder_weights, policy=None):
         raise NotImplementedError
 
@@ -58,11 +66,72 @@ class KerasModelMixin:
         self._model = None
         self.__dict__.pop("_weights", None)
 
+    @contextlib.contextmanager
+    def _fit_or_restore(self):
+        """Run a fit; if it raises (or is interrupted), put the estimator back as it was.
+
+        A fit that fails midway leaves neither a half-set fitted state (``classes_``
+        without a network) nor a half-overwritten earlier fit.
+        """
+        saved = dict(self.__dict__)
+        try:
+            yield
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    # ------------------------------------------------- the fitted network
+    def _architecture(self):
+        """The architecture parameters as comparable values."""
+        values = {}
+        for name in self._architecture_params:
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                value = os.fspath(value)
+            elif name == "decoder_filters":
+                value = tuple(int(v) for v in value)
+            values[name] = value
+        return values
+
+    def _record_architecture(self):
+        self._fit_architecture = self._architecture()
+
+    def _check_architecture(self):
+        """Refuse to use the network when a parameter that shapes it changed after fit."""
+        fitted = self.__dict__.get("_fit_architecture")
+        if fitted is None:  # pickled before the architecture was recorded
+            return
+        for name, value in self._architecture().items():
+            if name in fitted and fitted[name] != value:
+                raise ValueError(
+                    f"The parameter {name!r} changed from {fitted[name]!r} to {value!r} after "
+                    f"fit; the fitted network was built with {fitted[name]!r}. Refit the "
+                    f"estimator, or set {name}={fitted[name]!r} back."
+                )
+
+    def _check_predict_params(self, names):
+        """Validate the parameters that prediction uses (set_params after fit skips fit's check)."""
+        from sklearn.utils._param_validation import validate_parameter_constraints
+
+        validate_parameter_constraints(
+            {name: self._parameter_constraints[name] for name in names},
+            {name: getattr(self, name) for name in names},
+            caller_name=type(self).__name__,
+        )
+
     @property
     def model_(self):
         """The trained Keras model, rebuilt from the stored weights when needed."""
+        self._check_architecture()
         model = self.__dict__.get("_model")
-        if model is None:
+        if model is not None:
+            return model
+        # one thread rebuilds; the others wait and then use its network
+        with self.__dict__.setdefault("_rebuild_lock", threading.Lock()):
+            model = self.__dict__.get("_model")
+            if model is not None:
+                return model
             weights = self.__dict__.get("_weights")
             if weights is None:
                 raise NotFittedError(
@@ -79,14 +148,39 @@ class KerasModelMixin:
     def __getstate__(self):
         # a copy: BaseEstimator.__getstate__ may return the live __dict__ itself
         state = dict(super().__getstate__())
+        state.pop("_rebuild_lock", None)  # locks do not pickle; __setstate__ makes a new one
         model = state.pop("_model", None)
         if model is not None:
             state["_weights"] = model.get_weights()
+        if state.get("_weights") is not None:
+            state["_weights_sha256"] = _weights_digest(state["_weights"])
         return state
 
     def __setstate__(self, state):
+        state = dict(state)
+        digest = state.pop("_weights_sha256", None)
+        if digest is not None and _weights_digest(state.get("_weights")) != digest:
+            source = _unpickled_file()
+            where = f"the file {source!r}" if source else "the pickled estimator"
+            raise ValueError(
+                f"The network weights in {where} do not match the SHA-256 digest stored when "
+                f"the {type(self).__name__} was pickled: the file is corrupted (damaged on "
+                "disk or in transfer). Use an intact copy, or fit and save the model again."
+            )
         super().__setstate__(state)
+        # parameters added since the estimator was pickled take their defaults
+        for name, value in self._get_param_defaults().items():
+            self.__dict__.setdefault(name, value)
         self._model = None
+        self._rebuild_lock = threading.Lock()
+
+    @classmethod
+    def _get_param_defaults(cls):
+        import inspect
+
+        return {name: parameter.default
+                for name, parameter in inspect.signature(cls.__init__).parameters.items()
+                if parameter.default is not inspect.Parameter.empty}
 
     def __copy__(self):
         # a shallow copy shares the trained network (copy.deepcopy goes through
@@ -103,6 +197,38 @@ class KerasModelMixin:
         policy = keras_side.resolve_mixed_precision(self.mixed_precision, purpose="predict")
         return keras_side.under_policy(
             self.model_, policy, lambda: self._build_model(keras_side, None, policy=policy))
+    # ------------------------------------------------------ input scale
+    def _record_input(self, dtype, value_range):
+        """Remember the dtype and value range of the training images."""
+        self.input_dtype_ = str(dtype)
+        self.input_range_ = (float(value_range[0]), float(value_range[1]))
+
+    def _check_input_scale(self, dtype, value_range, name="X"):
+        """Warn when images of ``dtype`` and ``value_range`` cannot be on the fitted scale.
+
+        ``uint8``/``uint16`` images are scaled to [0, 1] by their dtype's maximum,
+        other dtypes used as they are; the images a network sees at predict must
+        be on the scale it was trained on. Models fitted before the input was
+        recorded are not checked.
+        """
+        fitted_dtype = self.__dict__.get("input_dtype_")
+        if fitted_dtype is None:
+            return
+        fitted = _network_scale(fitted_dtype, self.input_range_)
+        given = _network_scale(str(dtype), value_range)
+        integer_given = str(dtype) in _SCALED_DTYPES
+        if given > _SCALE_FACTOR * max(fitted, 1e-6) or (
+                integer_given and fitted > _SCALE_FACTOR * given):
+            warnings.warn(
+                f"{name} is {dtype} with values in [{value_range[0]:g}, {value_range[1]:g}] "
+                f"but the model was fitted on {fitted_dtype} images with values in "
+                f"[{self.input_range_[0]:g}, {self.input_range_[1]:g}]. uint8 and uint16 images "
+                "are scaled to [0, 1], other dtypes are used as they are, so these images are "
+                f"on another scale ({_scale_text(str(dtype), value_range)} against "
+                f"{_scale_text(fitted_dtype, self.input_range_)}) and the predictions will be "
+                f"wrong. Give {name} as {fitted_dtype} like in fit, or scale it the same way.",
+                UserWarning, stacklevel=3,
+            )
 
     # ------------------------------------------------------------ training
     def _build_and_train(self, training, validation, *, n_train, seed, activation, threshold,
@@ -188,3 +314,52 @@ class KerasModelMixin:
         if self._network_channels() != images.shape[-1]:
             images = np.repeat(images, 3, axis=-1)
         return pad_to_multiple(images)
+
+
+#: Image dtypes scaled to [0, 1] by their maximum (see skunetseg._images.check_images).
+_SCALED_DTYPES = ("uint8", "uint16")
+
+#: How many times larger (or smaller) the predict input's scale may be before a warning.
+_SCALE_FACTOR = 8.0
+
+
+def _network_scale(dtype, value_range):
+    """The largest magnitude of the network input for images of ``dtype`` and ``value_range``."""
+    if dtype in _SCALED_DTYPES or dtype == "bool":
+        return 1.0
+    return max(abs(float(value_range[0])), abs(float(value_range[1])))
+
+
+def _scale_text(dtype, value_range):
+    if dtype in _SCALED_DTYPES:
+        return "network input up to 1"
+    return f"network input up to {_network_scale(dtype, value_range):g}"
+
+
+def _weights_digest(weights):
+    """SHA-256 of a list of weight arrays (their dtypes, shapes and bytes)."""
+    digest = hashlib.sha256()
+    for array in weights or ():
+        array = np.asarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    return digest.hexdigest()
+
+
+def _unpickled_file():
+    """The file name ``joblib.load`` or ``pickle.load`` is reading, when one is on the stack."""
+    try:
+        frame = sys._getframe(2)
+    except ValueError:  # pragma: no cover
+        return None
+    while frame is not None:
+        if frame.f_code.co_name == "load":
+            for name in ("filename", "file", "f"):
+                value = frame.f_locals.get(name)
+                if isinstance(value, (str, os.PathLike)):
+                    return os.fspath(value)
+                value = getattr(value, "name", None)
+                if isinstance(value, str):
+                    return value
+        frame = frame.f_back
+    return None

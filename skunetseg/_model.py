@@ -242,8 +242,8 @@ def train(model, training, *, validation_data, epochs, batch_size, early_stoppin
 
     Watches ``"val_" + monitor`` when ``validation_data`` is given, else the
     training ``monitor``, which is better when larger (``mode="max"``) or
-    smaller (``mode="min"``). Ctrl-C stops training with a warning and keeps the
-    best weights.
+    smaller (``mode="min"``). Ctrl-C after the first epoch stops training with a
+    warning and keeps the best weights; before it, the KeyboardInterrupt propagates.
     """
     monitor = f"val_{monitor}" if validation_data is not None else monitor
     recorder = _EpochRecorder(monitor, mode)
@@ -266,6 +266,11 @@ def train(model, training, *, validation_data, epochs, batch_size, early_stoppin
                   validation_batch_size=batch_size,
                   callbacks=schedule + list(callbacks or []), verbose=verbose)
     except KeyboardInterrupt:
+        if not recorder.epochs:  # no epoch finished: there are no weights worth keeping
+            raise KeyboardInterrupt(
+                "Training interrupted before the first epoch ended: no weights were kept and "
+                "the estimator was left as it was before fit (unfitted if it was)."
+            ) from None
         warnings.warn(f"Training interrupted after {len(recorder.epochs)} epoch(s); the "
                       "model keeps the best weights seen so far.", stacklevel=3)
     if recorder.best_weights is not None:

@@ -9,7 +9,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import check_backbone
-from ._images import check_images
+from ._images import check_images, value_range
 from ._keras_estimator import KerasModelMixin, _keras_side
 from .augment import AUGMENT_PRESETS, resolve_augmenter
 
@@ -39,6 +39,11 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         Global pooling of the encoder's output.
     dropout : float, default=0.0
         Dropout rate between the pooling and the output layer.
+    binarize_masks : bool, default=False
+        Whether the masks the labels come from are binarised (see
+        ``UNetSegmenter``): :class:`~skunetseg.FalsePositiveFilter` passes its
+        segmenter's setting on and reads the presence labels from masks
+        binarised this way. ``fit`` itself takes labels, not masks.
     loss : "bce" or keras.losses.Loss, default="bce"
         Binary cross-entropy, or any Keras loss on ``(n_images, n_outputs)``.
     learning_rate : float, default=1e-3
@@ -101,6 +106,11 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         The epoch whose weights were kept.
     bn_momentum_ : float
         The BatchNormalization momentum used.
+    input_dtype_ : str
+        The dtype of the training images.
+    input_range_ : tuple (min, max)
+        Their value range (the dtype's for ``uint8``/``uint16``); ``predict``
+        warns when its images cannot be on the same scale.
     model_ : keras.Model
         The trained network (rebuilt from its weights after unpickling).
 
@@ -131,6 +141,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         "encoder_weights": [None, str, os.PathLike],
         "pooling": [StrOptions({"avg", "max"})],
         "dropout": [Interval(Real, 0, 1, closed="left")],
+        "binarize_masks": ["boolean"],
         "loss": [StrOptions({"bce"}), HasMethods("__call__")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -157,6 +168,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         encoder_weights=None,
         pooling="avg",
         dropout=0.0,
+        binarize_masks=False,
         loss="bce",
         learning_rate=1e-3,
         batch_size=8,
@@ -178,6 +190,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         self.encoder_weights = encoder_weights
         self.pooling = pooling
         self.dropout = dropout
+        self.binarize_masks = binarize_masks
         self.loss = loss
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -215,8 +228,13 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         -------
         self : PresenceClassifier
         """
+        with self._fit_or_restore():  # a failed or interrupted fit changes nothing
+            return self._fit(X, y, validation_data)
+
+    def _fit(self, X, y, validation_data):
         check_backbone(self.backbone)
         self._check_encoder_weights()
+        X = np.asarray(X) if hasattr(X, "__len__") and not isinstance(X, (str, bytes)) else X
         images = check_images(X, name="X")
         labels = self._fit_labels(y, len(images))
         if validation_data is not None:
@@ -249,6 +267,8 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
             metrics=_keras_side().presence_metrics(self.threshold), monitor="loss", mode="min")
         self.bn_momentum_ = momentum
         self._model = model
+        self._record_input(X.dtype, value_range(images, X.dtype))
+        self._record_architecture()
         return self
 
     def _fit_labels(self, y, n_images):
@@ -298,6 +318,8 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
                              "column per class), which must hold only 0 and 1.")
         return y
 
+    _architecture_params = ("backbone", "encoder_weights", "pooling", "dropout")
+
     def _build_model(self, keras_side, encoder_weights, policy=None):
         return keras_side.build_classifier(
             backbone=self.backbone, encoder_weights=encoder_weights,
@@ -321,9 +343,12 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
             ``classes_[1]``; for an indicator matrix, one column per class.
         """
         check_is_fitted(self)
+        self._check_predict_params(("batch_size", "threshold", "mixed_precision", "verbose"))
+        X = np.asarray(X) if hasattr(X, "__len__") and not isinstance(X, (str, bytes)) else X
         images = check_images(X, name="X", n_channels=self.n_channels_in_)
-        proba = _keras_side().predict(self._predict_network(), self._network_input(images),
-                                     self.batch_size)
+        self._check_input_scale(X.dtype, value_range(images, X.dtype))
+        proba = _keras_side().predict(self._predict_network(),
+                                     self._network_input(images), self.batch_size)
         if self._one_dimensional():
             return np.column_stack([1 - proba[:, 0], proba[:, 0]])
         return proba

@@ -17,6 +17,7 @@ from ._images import (
     image_source,
     is_paths,
     load_labels,
+    mask_row_names,
     pad_to_multiple,
     reject_single_path,
     resize_images,
@@ -36,6 +37,10 @@ __all__ = ["UNetSegmenter"]
 
 #: Images are read and predicted in chunks of this many batches (times the TTA views).
 _CHUNK_BATCHES = 8
+
+#: The parameters predict_proba, predict and score use, validated by them too.
+_PREDICT_PARAMS = ("batch_size", "threshold", "min_area", "min_component_area", "tta",
+                   "tta_merge", "mixed_precision", "verbose", "binarize_masks")
 
 
 def _unchanged(images):
@@ -85,6 +90,14 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         the size of their images, which may then differ within one data set.
         Any positive size works: the network input is still padded to a multiple
         of 32. None uses the images as they are, all of one size.
+    binarize_masks : bool, default=False
+        Binarise the masks (files and arrays) before reading their labels, with
+        :func:`skunetseg.io.binarize_mask`: a pixel is foreground when its value
+        is above half of the dtype's maximum (``uint8`` > 127, ``uint16`` >
+        32767; bool and float > 0.5); masks become 0/255 ``uint8`` and
+        ``predict`` returns 0/255 masks. For masks saved as JPEG or drawn
+        anti-aliased: without it, masks whose values look like gray levels
+        rather than labels raise a ValueError that says so.
     loss : str or keras.losses.Loss, default="jaccard"
         ``"jaccard"``, ``"dice"``, ``"bce"``, ``"focal"``, ``"bce_jaccard"``,
         ``"bce_dice"`` or any Keras loss (see :mod:`skunetseg.losses`).
@@ -195,6 +208,12 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         The epoch whose weights were kept.
     bn_momentum_ : float
         The BatchNormalization momentum used.
+    input_dtype_ : str
+        The dtype of the training images (``"uint8"``, ``"float32"``, ...).
+    input_range_ : tuple (min, max)
+        Their value range: the dtype's for ``uint8``/``uint16``, else the
+        pixels' own (the first file's for float image files). ``predict`` warns
+        when its images cannot be on the same scale.
     model_ : keras.Model
         The trained network (rebuilt from its weights after unpickling).
 
@@ -238,6 +257,7 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         "encoder_weights": [None, str, os.PathLike],
         "decoder_filters": ["array-like"],
         "input_size": [None, "array-like"],
+        "binarize_masks": ["boolean"],
         "loss": [StrOptions(set(LOSS_NAMES)), HasMethods("__call__")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -270,6 +290,7 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         encoder_weights=None,
         decoder_filters=(256, 128, 64, 32, 16),
         input_size=None,
+        binarize_masks=False,
         loss="jaccard",
         learning_rate=1e-3,
         batch_size=8,
@@ -297,6 +318,7 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         self.encoder_weights = encoder_weights
         self.decoder_filters = decoder_filters
         self.input_size = input_size
+        self.binarize_masks = binarize_masks
         self.loss = loss
         self.learning_rate = learning_rate
         self.batch_size = batch_size
@@ -353,15 +375,19 @@ or list of paths
         self._postprocessing(encoding)
         train, valid = self._split(images, targets, validation_data, encoding)
         resolve_augmenter(self.augment)  # validate it here, before any worker starts
-        self._forget_model()
-        self._set_target_layout(encoding, images.n_channels)
-        if self.fit_in_subprocess:
-            weights, self.history_, self.best_epoch_, self.bn_momentum_ = run_in_worker(
-                _train_network, self, train, valid)
-            self._weights = weights  # model_ rebuilds the network on first use
-        else:
-            model, self.history_, self.best_epoch_, self.bn_momentum_ = self._train(train, valid)
-            self._model = model
+        with self._fit_or_restore():  # a failed or interrupted fit changes nothing
+            self._forget_model()
+            self._set_target_layout(encoding, images.n_channels)
+            if self.fit_in_subprocess:
+                weights, self.history_, self.best_epoch_, self.bn_momentum_ = run_in_worker(
+                    _train_network, self, train, valid)
+                self._weights = weights  # model_ rebuilds the network on first use
+            else:
+                model, self.history_, self.best_epoch_, self.bn_momentum_ = self._train(
+                    train, valid)
+                self._model = model
+            self._record_input(images.dtype, images.value_range)
+            self._record_architecture()
         return self
 
     def _train(self, train, valid):
@@ -437,9 +463,10 @@ or list of paths
         """
         size = self._input_size()
         from_files = is_paths(y)
-        labels = load_labels(y, name=targets_name, size=size)
+        labels = load_labels(y, name=targets_name, size=size, binarize=self.binarize_masks)
         if encoding is None:
-            encoding = fit_target_encoding(labels, name=targets_name)
+            encoding = fit_target_encoding(labels, name=targets_name,
+                                           row_names=mask_row_names(y))
         targets = encode_targets(labels, encoding, name=targets_name)
         if len(images) != len(targets):
             raise ValueError(
@@ -478,6 +505,8 @@ or list of paths
         return ((images.subset(train), targets[train]),
                 (images.subset(valid), targets[valid]))
 
+    _architecture_params = ("backbone", "encoder_weights", "decoder_filters")
+
     def _build_model(self, keras_side, encoder_weights, policy=None):
         return keras_side.build_unet(
             backbone=self.backbone, encoder_weights=encoder_weights,
@@ -506,8 +535,10 @@ or list of paths
             ``(H_i, W_i, K)`` arrays, one per image at the image's own size.
         """
         check_is_fitted(self)
+        self._check_predict_params(_PREDICT_PARAMS)
         images = image_source(X, name="X", size=self._input_size(),
                               n_channels=self.n_channels_in_)
+        self._check_input_scale(images.dtype, images.value_range)
         transforms = resolve_tta(self.tta, *images.image_size)
         chunk = _CHUNK_BATCHES * self.batch_size
         own_size = images.own_size  # None when files of any size are resized
@@ -604,6 +635,7 @@ or list of paths
         if not (is_paths(X) or is_paths(y)):
             return super().score(X, y)
         check_is_fitted(self)
+        self._check_predict_params(_PREDICT_PARAMS)
         reject_single_path(X, name="X")
         reject_single_path(y, name="y", kind="mask")
         if len(X) != len(y):
@@ -614,7 +646,8 @@ or list of paths
         for start in range(0, len(X), chunk):
             rows = np.arange(start, min(start + chunk, len(X)))
             part = _safe_indexing(y, rows)
-            masks = ([read_mask(path) for path in check_paths(part, name="y")]
+            masks = ([read_mask(path, binarize=self.binarize_masks)
+                      for path in check_paths(part, name="y")]
                      if is_paths(part) else part)
             for proba, mask, row in zip(self.predict_proba(_safe_indexing(X, rows)), masks, rows,
                                         strict=True):

@@ -13,9 +13,19 @@ fitted on:
     labels. One softmax output per label.
 """
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+
+#: A multiclass target with more labels than this gets a warning (gray levels read as labels?).
+MAX_CLASSES = 32
+
+_BINARIZE_ADVICE = ("Pass binarize_masks=True to the estimator (or binarize=True to "
+                    "skunetseg.io.read_mask / read_images) to binarise them: a pixel is "
+                    "foreground when its value is above half of the dtype's maximum (uint8 > "
+                    "127, uint16 > 32767). Or save the masks losslessly (PNG) with label values "
+                    "only.")
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,8 @@ def _as_label_array(y, name):
         if not np.array_equal(y, np.round(y)):
             raise ValueError(
                 f"{name} holds non-integer values; masks must hold class labels "
-                "(bool, 0/1, 0/255 or integer label maps)."
+                "(bool, 0/1, 0/255 or integer label maps). Soft or anti-aliased masks: "
+                + _BINARIZE_ADVICE
             )
     if y.ndim not in (3, 4):
         raise ValueError(
@@ -68,10 +79,51 @@ def _as_label_array(y, name):
     return y
 
 
-def fit_target_encoding(y, name="y"):
-    """Recognise the type of ``y`` and return its :class:`TargetEncoding`."""
+def _check_label_like(y, values, counts, name, row_names):
+    """Raise when ``y``'s values look like the gray levels of an image, not labels.
+
+    The signature of a black-and-white mask saved as JPEG (compression noise)
+    or drawn anti-aliased (gray edges): two far-apart values hold most pixels
+    and other values sit close to them. Label maps (small consecutive labels,
+    or a few distinct values) never match: their labels are either close
+    together or far from each other.
+    """
+    top = np.argsort(counts)[::-1][:2]
+    low, high = sorted(values[top].tolist())
+    share = counts[top].sum() / counts.sum()
+    others = np.setdiff1d(values, (low, high)).astype(np.float64)  # no unsigned wrap-around
+    near = (high - low) / 8
+    close = others[(np.abs(others - low) <= near) | (np.abs(others - high) <= near)]
+    if share < 0.8 or high - low < 32 or close.size == 0:
+        return
+    flat = y.reshape(len(y), -1)
+    rows = np.flatnonzero(~np.isin(flat, (low, high)).all(axis=1))
+    if row_names is not None:
+        from .io import _listing
+
+        files = _listing([row_names[r] for r in rows])
+        where = f"in {len(rows)} of the {len(y)} mask files: {files}"
+    else:
+        shown = ", ".join(str(r) for r in rows[:10]) + (", ..." if len(rows) > 10 else "")
+        where = f"in {len(rows)} of the {len(y)} masks (rows {shown})"
+    raise ValueError(
+        f"{name} looks like gray-level images rather than label maps: {len(values)} distinct "
+        f"values, mostly {low:g} and {high:g} ({share:.1%} of the pixels), with "
+        f"{len(others)} other values, some close to them ({close[:8].tolist()}), {where}. "
+        "That is what masks saved as JPEG (compression noise) or drawn anti-aliased (gray "
+        f"edges) look like; they would train as a {len(values)}-class problem. "
+        + _BINARIZE_ADVICE
+    )
+
+
+def fit_target_encoding(y, name="y", row_names=None):
+    """Recognise the type of ``y`` and return its :class:`TargetEncoding`.
+
+    ``row_names`` (the mask files, when ``y`` was read from files) name the
+    offending masks in errors.
+    """
     y = _as_label_array(y, name)
-    classes = np.unique(y)
+    classes, counts = np.unique(y, return_counts=True)
     if y.ndim == 4 and y.shape[-1] > 1:
         if not np.isin(classes, (0, 1)).all():
             raise ValueError(
@@ -81,6 +133,14 @@ def fit_target_encoding(y, name="y"):
         return TargetEncoding("multilabel", np.arange(y.shape[-1]), True)
     channel_axis = y.ndim == 4
     if len(classes) > 2:
+        _check_label_like(y, classes, counts, name, row_names)
+        if len(classes) > MAX_CLASSES:
+            warnings.warn(
+                f"{name} holds {len(classes)} distinct labels and is read as a "
+                f"{len(classes)}-class multiclass target (one softmax output per label). If "
+                "these values are gray levels rather than class labels, " + _BINARIZE_ADVICE,
+                UserWarning, stacklevel=3,
+            )
         return TargetEncoding("multiclass", classes, channel_axis)
     if len(classes) == 1:  # every mask empty (or full): assume the usual 0/1 labels
         value = classes[0]
@@ -108,9 +168,11 @@ def encode_targets(y, encoding, name="y"):
             f"(n_images, height, width, 1) like the masks seen in fit; got shape {y.shape}."
         )
     if unknown.size:
+        advice = (" Masks saved as JPEG or drawn anti-aliased hold such gray levels: "
+                  + _BINARIZE_ADVICE) if encoding.target_type == "binary" else ""
         raise ValueError(
             f"{name} holds values {unknown[:10].tolist()} that are not among the classes "
-            f"{encoding.classes.tolist()}."
+            f"{encoding.classes.tolist()}.{advice}"
         )
     if encoding.target_type == "multilabel":
         return y.astype(np.float32)

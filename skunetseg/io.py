@@ -5,8 +5,10 @@ NumPy arrays the estimators take, a batch at a time, and write predictions back:
 
 * :func:`read_image` and :func:`read_mask` read one file (PNG, JPEG, TIFF, BMP,
   ... whatever OpenCV decodes), keeping its dtype (``uint8``, ``uint16``);
+* :func:`binarize_mask` turns gray-level masks (JPEG-saved, anti-aliased) into 0/255;
 * :func:`is_path_sequence` and :func:`check_paths` recognise and validate a
-  sequence of file paths given as ``X`` or ``y``;
+  sequence of file paths given as ``X`` or ``y``; :func:`check_image_files` also
+  checks that each file starts like an image file;
 * :func:`read_images` reads paths into one stacked array, optionally resizing
   every image (area or bilinear interpolation) or mask (nearest neighbour);
 * :func:`load_image_folder` pairs an image folder with a mask folder by file name;
@@ -25,10 +27,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import _atomic
+
 __all__ = [
     "read_image",
     "read_mask",
+    "binarize_mask",
     "is_path_sequence",
+    "check_image_files",
     "check_paths",
     "read_images",
     "load_image_folder",
@@ -126,13 +132,17 @@ def read_image(path):
     return image
 
 
-def read_mask(path):
+def read_mask(path, *, binarize=False):
     """Read one mask file as a label array ``(H, W)`` with the values as stored.
 
     Parameters
     ----------
     path : str or os.PathLike
         A mask file (lossless formats: PNG, TIFF, ...; a JPEG blurs label values).
+    binarize : bool, default=False
+        Binarise the mask with :func:`binarize_mask`: for masks saved as JPEG or
+        drawn anti-aliased, whose gray levels are not labels. A colour mask is
+        converted to gray first.
 
     Returns
     -------
@@ -140,25 +150,74 @@ def read_mask(path):
         The stored values and dtype (a 1-bit PNG reads as 0/255 ``uint8``, the
         TGS salt masks as 0/65535 ``uint16``). A colour mask whose channels are
         all equal (a gray mask saved as RGB) gives its one channel; an alpha
-        channel is ignored.
+        channel is ignored. With ``binarize``, 0/255 ``uint8``.
 
     Raises
     ------
     FileNotFoundError
         If the file does not exist.
     ValueError
-        If it cannot be decoded, or is a colour mask whose channels differ.
+        If it cannot be decoded, or is a colour mask whose channels differ
+        (without ``binarize``).
     """
     mask = read_image(path)
     if mask.ndim == 3:
-        if not (mask == mask[..., :1]).all():
+        if binarize:
+            mask = cv2.cvtColor(np.ascontiguousarray(mask[..., :3]), cv2.COLOR_RGB2GRAY)
+        elif not (mask == mask[..., :1]).all():
             raise ValueError(
                 f"The mask file {os.fspath(path)!r} has {mask.shape[2]} channels that differ; "
                 "masks must be label maps of shape (height, width). Convert colour-coded "
-                "masks to label values first."
+                "masks to label values first (or pass binarize=True / binarize_masks=True "
+                "for a black-and-white mask saved as a colour JPEG)."
             )
-        mask = mask[..., 0]
-    return mask
+        else:
+            mask = mask[..., 0]
+    return binarize_mask(mask) if binarize else mask
+
+
+def binarize_mask(mask, *, name="mask"):
+    """Binarise masks whose values are gray levels: 0/255 ``uint8`` (255 = object).
+
+    A pixel is foreground when its value is above half of the scale's maximum:
+    ``uint8`` > 127, ``uint16`` > 32767; for other dtypes (float, int, bool) the
+    scale is the smallest of 1, 255 and 65535 that holds the largest value
+    (> 0.5, > 127, > 32767). Masks holding only 0 and 1 keep 1 as foreground,
+    at any dtype. This recovers the labels of black-and-white masks saved as
+    JPEG (compression noise near 0 and 255) or drawn anti-aliased (gray edges).
+
+    Parameters
+    ----------
+    mask : array-like
+        One mask or a stack of masks, of any real or boolean dtype.
+    name : str, default="mask"
+        The argument's name, used in error messages.
+
+    Returns
+    -------
+    binary : ndarray of the same shape, dtype uint8
+        0 for background, 255 for foreground.
+    """
+    mask = np.asarray(mask)
+    if mask.dtype == object or not (np.issubdtype(mask.dtype, np.number) or mask.dtype == bool):
+        raise TypeError(f"{name} must hold numbers to binarise; got dtype {mask.dtype}.")
+    if mask.size == 0:
+        return mask.astype(np.uint8)
+    if mask.dtype == bool:
+        foreground = mask
+    elif mask.dtype == np.uint8 and mask.max() > 1:
+        foreground = mask > 127
+    elif mask.dtype == np.uint16 and mask.max() > 1:
+        foreground = mask > 32767
+    else:
+        if np.issubdtype(mask.dtype, np.floating) and not np.isfinite(mask).all():
+            raise ValueError(f"{name} contains NaN or infinity.")
+        high = float(mask.max())
+        scale = next((top for top in (1, 255, 65535) if high <= top), high)
+        if high <= 1 and np.isin(mask, (0, 1)).all():
+            scale = 1
+        foreground = mask > scale / 2
+    return foreground.astype(np.uint8) * np.uint8(255)
 
 
 def is_path_sequence(X):
@@ -236,6 +295,81 @@ def check_paths(X, *, name="X"):
     return paths
 
 
+#: How image files start (the formats OpenCV decodes); see check_image_files.
+_SIGNATURES = (
+    b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+",
+    b"BM", b"GIF87a", b"GIF89a", b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51",
+    b"\x76\x2f\x31\x01", b"#?", b"\x59\xa6\x6a\x95",
+) + tuple(f"P{k}".encode() for k in "1234567fF")
+
+#: The last 12 bytes of a complete PNG file: its IEND chunk.
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
+
+def _looks_complete(path):
+    """Whether ``path`` starts like an image file (and a PNG ends like one), from a few bytes."""
+    with open(path, "rb") as file:
+        head = file.read(16)
+        if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+            return True
+        if not head.startswith(_SIGNATURES):
+            return False
+        if head.startswith(b"\x89PNG"):
+            file.seek(max(0, os.fstat(file.fileno()).st_size - len(_PNG_END)))
+            return file.read() == _PNG_END
+    return True
+
+
+def check_image_files(paths, *, name="X"):
+    """Check that image files exist and are readable images, without decoding them all.
+
+    Parameters
+    ----------
+    paths : list, tuple or 1-D array of str or os.PathLike
+        The files.
+    name : str, default="X"
+        The argument's name, used in error messages.
+
+    Returns
+    -------
+    paths : list of pathlib.Path
+
+    Raises
+    ------
+    FileNotFoundError
+        If files are missing (see :func:`check_paths`).
+    ValueError
+        If files are empty, unreadable or not images; the message lists (the
+        first few of) them.
+
+    Notes
+    -----
+    Each file's first bytes are compared with the signatures of the formats
+    OpenCV decodes (PNG, JPEG, TIFF, BMP, WebP, GIF, PNM, JPEG 2000, EXR, HDR,
+    Sun raster), and a PNG's last bytes with its end chunk, which a truncated
+    PNG lacks. A file that does not pass is decoded in full, so a format
+    without a known signature is still accepted when OpenCV reads it. A JPEG
+    or TIFF damaged past its header is found only when it is read.
+    """
+    paths = check_paths(paths, name=name)
+    bad = []
+    for path in paths:
+        try:
+            if _looks_complete(path):
+                continue
+            _read_unchanged(path)
+        except OSError as error:  # unreadable: permissions, I/O error
+            bad.append(f"{str(path)!r} ({error.strerror or error})")
+        except ValueError:
+            bad.append(f"{str(path)!r} (empty, truncated or not an image)")
+    if bad:
+        listed = ", ".join(bad[:_LISTED]) + (f" (and {len(bad) - _LISTED} more)"
+                                             if len(bad) > _LISTED else "")
+        raise ValueError(f"{len(bad)} of the {len(paths)} files of {name} cannot be read as "
+                         f"images: {listed}. Remove or replace them.")
+    return paths
+
+
 def _check_size(size):
     """Return ``size`` as a pair ``(height, width)`` of positive ints."""
     message = f"size must be a pair (height, width) of positive integers or None; got {size!r}."
@@ -274,9 +408,9 @@ def _resize(array, size, kind, interpolation):
     return cv2.resize(array, (size[1], size[0]), interpolation=interpolation)
 
 
-def _read_one(path, kind, size=None, interpolation=None):
+def _read_one(path, kind, size=None, interpolation=None, binarize=False):
     """Read one file as an image or a mask, resized to ``size`` when given."""
-    array = read_image(path) if kind == "image" else read_mask(path)
+    array = read_image(path) if kind == "image" else read_mask(path, binarize=binarize)
     return array if size is None else _resize(array, size, kind, interpolation)
 
 
@@ -285,7 +419,8 @@ def _describe(array):
     return f"{array.shape[0]}x{array.shape[1]}, {channels} channel(s), {array.dtype}"
 
 
-def read_images(paths, *, name="X", kind="image", size=None, interpolation=None):
+def read_images(paths, *, name="X", kind="image", size=None, interpolation=None,
+                binarize=False):
     """Read image (or mask) files into one stacked array.
 
     Parameters
@@ -304,6 +439,9 @@ def read_images(paths, *, name="X", kind="image", size=None, interpolation=None)
         and ``cv2.INTER_LINEAR`` otherwise; masks by nearest neighbour
         (``cv2.INTER_NEAREST_EXACT``), which keeps their label values. Masks accept
         only nearest-neighbour flags.
+    binarize : bool, default=False
+        With ``kind="mask"``, binarise each mask as it is read (see
+        :func:`read_mask`): 0/255 ``uint8`` masks.
 
     Returns
     -------
@@ -321,14 +459,16 @@ def read_images(paths, *, name="X", kind="image", size=None, interpolation=None)
         16-bit images would be scaled differently). The message names both files.
     """
     _check_kind(kind, interpolation)
+    if binarize and kind != "mask":
+        raise ValueError("binarize=True applies to masks only (kind='mask').")
     if size is not None:
         size = _check_size(size)
     paths = check_paths(paths, name=name)
-    first = _read_one(paths[0], kind, size, interpolation)
+    first = _read_one(paths[0], kind, size, interpolation, binarize)
     stack = np.empty((len(paths),) + first.shape, dtype=first.dtype)
     stack[0] = first
     for index in range(1, len(paths)):
-        array = _read_one(paths[index], kind, size, interpolation)
+        array = _read_one(paths[index], kind, size, interpolation, binarize)
         if array.shape != first.shape:
             if array.shape[:2] != first.shape[:2]:
                 problem, advice = "differ in size", (
@@ -382,7 +522,7 @@ def _files_by_stem(folder, extensions, argument):
 
 
 def load_image_folder(images_dir, masks_dir=None, *, extensions=IMAGE_EXTENSIONS,
-                      mask_suffix="", as_arrays=False):
+                      mask_suffix="", as_arrays=False, binarize_masks=False):
     """List the images of a folder, paired by file name with the masks of another.
 
     Parameters
@@ -400,6 +540,10 @@ def load_image_folder(images_dir, masks_dir=None, *, extensions=IMAGE_EXTENSIONS
     as_arrays : bool, default=False
         Return the read arrays (:func:`read_images`) instead of the paths; the
         images (and the masks) must then have one size.
+    binarize_masks : bool, default=False
+        With ``as_arrays``, binarise the masks as they are read (see
+        :func:`read_mask`); with paths, pass ``binarize_masks=True`` to the
+        estimator instead.
 
     Returns
     -------
@@ -457,7 +601,8 @@ def load_image_folder(images_dir, masks_dir=None, *, extensions=IMAGE_EXTENSIONS
     mask_paths = [masks[stem] for stem in images]
     if as_arrays:
         return (read_images(image_paths, name="images_dir"),
-                read_images(mask_paths, name="masks_dir", kind="mask"))
+                read_images(mask_paths, name="masks_dir", kind="mask",
+                            binarize=binarize_masks))
     return image_paths, mask_paths
 
 
@@ -519,6 +664,9 @@ def write_mask(path, mask, *, overwrite=False):
 
     Notes
     -----
+    The PNG is written under a temporary name in the same folder and renamed
+    into place, so an interrupted write leaves no partial file under ``path``.
+
     Values are written as they are, so :func:`read_mask` gives them back: a 0/1
     mask is written as 0/1 (dark in an image viewer), not stretched to 0/255.
     The file's bit depth is the smallest that holds the values: a ``uint16``
@@ -533,8 +681,9 @@ def write_mask(path, mask, *, overwrite=False):
         raise ValueError(f"OpenCV could not encode the mask for {str(path)!r}.")
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with open(path, "wb" if overwrite else "xb") as file:  # "x": never replaces a file
-            file.write(encoded.tobytes())
+        # through a temporary file renamed into place: a crash never leaves a truncated
+        # PNG under the final name
+        _atomic.write_bytes(path, encoded.tobytes(), overwrite=overwrite)
     except FileExistsError:
         raise FileExistsError(f"The file {str(path)!r} exists; pass overwrite=True to "
                               "replace it.") from None
