@@ -118,32 +118,35 @@ def main():
         "image": PresenceClassifier(args.backbone, **shared),
     }
     for kind, classifier in classifiers.items():
+        # the image filter is tuned on the validation images alone (cv=None), as measured
         model = FalsePositiveFilter(FrozenEstimator(segmenter), classifier, tune_threshold=True,
-                                    cv=args.cv)
+                                    cv=args.cv if kind == "features" else None)
         _, extra_fit = timed(model.fit, X_fit, y_fit, validation_data=validation)
         model.predict_proba(X_test[:16])
         filtered, seconds = timed(model.predict, X_test)
-        print(f"{kind}: fit {extra_fit:.0f}s, threshold {model.threshold_}, held out "
+        print(f"{kind}: fit {extra_fit:.0f}s, threshold {model.presence_thresholds_}, held out "
               f"{model.n_held_out_}: fp {model.fp_rate_before_:.3f} -> {model.fp_rate_:.3f}, "
               f"blanked {model.blanked_rate_:.3f}, dice {model.dice_before_:.4f} -> "
               f"{model.dice_:.4f}")
-        rows.append((f"+ {kind} filter", f"{model.threshold_[0]:.2f} (tuned)",
+        rows.append((f"+ {kind} filter", f"{model.presence_thresholds_[0]:.2f} (tuned)",
                      test_metrics(y_test, plain, filtered), extra_fit,
                      seconds - predict_seconds, model))
         untuned = copy.copy(model)
-        untuned.threshold_ = np.full_like(model.threshold_, 0.5)
+        untuned.presence_thresholds_ = np.full_like(model.presence_thresholds_, 0.5)
         rows.append((f"+ {kind} filter", "0.50",
                      test_metrics(y_test, plain, untuned.predict(X_test)), None, None, None))
         if kind == "image":
             # the same classifier, its threshold tuned within the blanking budget
             budgeted = FalsePositiveFilter(
                 FrozenEstimator(segmenter), FrozenEstimator(model.classifiers_[0]),
-                tune_threshold=True, max_blanked=args.max_blanked,
+                tune_threshold=True, max_blanked=args.max_blanked, cv=None,
             ).fit(X_fit, y_fit, validation_data=validation)
-            print(f"image, max_blanked={args.max_blanked}: threshold {budgeted.threshold_}, "
+            print(f"image, max_blanked={args.max_blanked}: threshold "
+                  f"{budgeted.presence_thresholds_}, "
                   f"held out: fp {budgeted.fp_rate_:.3f}, blanked {budgeted.blanked_rate_:.3f}")
             rows.append((f"+ {kind} filter",
-                         f"{budgeted.threshold_[0]:.2f} (tuned, max_blanked {args.max_blanked})",
+                         f"{budgeted.presence_thresholds_[0]:.2f} "
+                         f"(tuned, max_blanked {args.max_blanked})",
                          test_metrics(y_test, plain, budgeted.predict(X_test)), None, None,
                          None))
 

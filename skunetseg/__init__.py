@@ -11,6 +11,7 @@ from ._false_positive import FalsePositiveFilter
 from ._persistence import load, save_model
 from ._presence import PresenceClassifier
 from ._segmenter import UNetSegmenter
+from ._targets import TargetEncoding
 from .metrics import dice_score, dice_scorer, make_dice_scorer, mask_accuracy_score
 from .preprocessing import ImagePreprocessor
 
@@ -21,6 +22,7 @@ __all__ = [
     "FoldEnsemble",
     "FalsePositiveFilter",
     "PresenceClassifier",
+    "TargetEncoding",
     "ImagePreprocessor",
     "load",
     "save_model",

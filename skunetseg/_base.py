@@ -1,64 +1,344 @@
-"""What every skunetseg segmentation estimator shares: predict and score from probabilities."""
+"""The one predict engine of the skunetseg segmenters: chunked predict_proba, predict, score.
+
+Every segmenter of the package (:class:`~skunetseg.UNetSegmenter`,
+:class:`~skunetseg.FoldEnsemble`, :class:`~skunetseg.FalsePositiveFilter`)
+gets ``predict_proba``, ``predict`` and ``score`` from :class:`SegmenterMixin`
+and supplies only how to predict the probabilities of one chunk of images.
+The images (an array, or a list of image files of any sizes) are taken a chunk
+at a time, never all at once; the probabilities of a chunk are one
+``(m, H, W, K)`` array, or a list of ``(H_i, W_i, K)`` maps when the images
+differ in size. Post-processing and decoding go through the fitted value
+objects ``postprocessing_`` (:class:`skunetseg.postprocess.PostProcessing`) and
+``encoding_`` (:class:`skunetseg.TargetEncoding`), the public contract that a
+wrapped segmenter meets too (docs/contract.md).
+
+The helpers below (:func:`as_rows`, :func:`take_rows`, :func:`read_truth`,
+:func:`pair_dice`, :func:`presence`) are shared with the cross-fitting engine
+(:mod:`skunetseg._crossfit`).
+"""
 
 import numpy as np
+from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted
 
-from ._images import load_labels
-from ._targets import decode_masks, encode_targets
+from ._images import check_images, is_paths, reject_single_path
+from .io import binarize_mask, check_paths, read_mask
 from .metrics import dice_per_pair
 
-__all__ = ["SegmenterMixin"]
+__all__ = ["SegmenterMixin", "assemble", "as_rows", "as_mask_rows", "take_rows", "read_truth",
+           "pair_dice", "presence", "row_chunks", "binarizes_masks"]
+
+#: Images per chunk of an estimator that does not say (meta-estimators ask their model).
+DEFAULT_CHUNK = 64
+
+
+_TABULAR = ("builds tabular data (n_samples, n_features); the estimator takes a stack of "
+            "images (n_images, height, width[, channels]) and refuses a 2-D table for its shape")
+_WORDING = ("expects the wording of a tabular estimator ({}); the estimator's ValueError "
+            "speaks of images instead")
+
+#: scikit-learn's estimator checks that cannot apply to image input, with the reason:
+#: what every estimator's ``_expected_failed_checks`` returns (tests/test_sklearn_compat.py).
+IMAGE_INPUT_FAILED_CHECKS = {
+    **{name: _TABULAR for name in (
+        "check_fit_score_takes_y", "check_estimators_overwrite_params",
+        "check_dont_overwrite_parameters", "check_estimators_fit_returns_self",
+        "check_readonly_memmap_input", "check_n_features_in_after_fitting",
+        "check_positive_only_tag_during_fit", "check_estimators_dtypes",
+        "check_pipeline_consistency", "check_estimators_nan_inf", "check_estimators_pickle",
+        "check_f_contiguous_array_estimator", "check_methods_sample_order_invariance",
+        "check_methods_subset_invariance", "check_dict_unchanged", "check_fit_idempotent",
+        "check_fit_check_is_fitted", "check_n_features_in", "check_fit2d_predict1d",
+        "check_requires_y_none", "check_supervised_y_2d",
+        # classifiers (PresenceClassifier)
+        "check_classifier_data_not_an_array", "check_classifiers_one_label",
+        "check_classifiers_classes", "check_classifiers_train",
+        "check_classifiers_regression_target",
+        "check_classifiers_multilabel_representation_invariance",
+        "check_classifiers_multilabel_output_format_predict",
+        "check_classifiers_multilabel_output_format_predict_proba",
+        "check_classifiers_multilabel_output_format_decision_function",
+        # transformers (FalsePositiveFilter.transform)
+        "check_transformer_general", "check_transformer_data_not_an_array",
+    )},
+    "check_transformer_preserve_dtypes": (
+        "calls fit_transform: FalsePositiveFilter.transform gives its probability maps for "
+        "use in a pipeline, but the filter is a segmenter, not a transformer with fit_transform"),
+    "check_estimator_sparse_tag": _TABULAR + " (sparse matrices are 2-D tables)",
+    "check_estimator_sparse_array": _TABULAR + " (sparse matrices are 2-D tables)",
+    "check_estimator_sparse_matrix": _TABULAR + " (sparse matrices are 2-D tables)",
+    "check_complex_data": ("a complex X is refused with a TypeError naming its dtype (the "
+                           "package's rule for a wrong dtype); the check wants a ValueError"),
+    "check_dtype_object": ("an object X is refused with a TypeError naming its dtype (the "
+                           "package's rule for a wrong dtype); the check wants it converted"),
+    "check_estimators_empty_data_messages": _WORDING.format("'0 feature(s)'"),
+    "check_fit2d_1sample": _WORDING.format("'1 sample'"),
+    "check_fit2d_1feature": _WORDING.format("'1 feature(s)'"),
+}
+
+
+def row_chunks(n, step):
+    """Slices of ``step`` rows covering ``range(n)``."""
+    return [slice(start, min(start + step, n)) for start in range(0, n, step)]
+
+
+def assemble(parts, n):
+    """One result from the ``(rows, result)`` of every chunk, in order.
+
+    Arrays of one trailing shape fill one preallocated array; otherwise (a
+    chunk gave a list, or chunks differ in shape) a list with one entry per
+    image, stacked into an array after all when every entry has one shape.
+    """
+    result, entries = None, None
+    for rows, part in parts:
+        if entries is None and isinstance(part, np.ndarray) and (
+                result is None or result.shape[1:] == part.shape[1:]):
+            if result is None:
+                result = np.empty((n, *part.shape[1:]), dtype=part.dtype)
+            result[rows] = part
+            continue
+        if entries is None:
+            entries = [] if result is None else list(result[:rows.start])
+            result = None
+        entries.extend(part)
+    if entries is None:
+        return result
+    if len({(entry.shape, entry.dtype) for entry in entries}) == 1:
+        return np.stack(entries)
+    return entries
+
+
+def as_rows(X, *, name="X"):
+    """``X`` checked as images, without copying: a list of paths or an array.
+
+    Arrays are checked (dtype, dimensions) on their first image only; each
+    chunk is checked in full by the estimator that predicts it.
+    """
+    reject_single_path(X, name=name)
+    if is_paths(X):
+        return check_paths(X, name=name)
+    if isinstance(X, (str, bytes)) or not hasattr(X, "__len__") and not hasattr(X, "__array__"):
+        check_images(X, name=name)  # raises its TypeError
+    X = np.asarray(X)
+    check_images(X[:1] if X.ndim in (3, 4) else X, name=name)
+    return X
+
+
+def as_mask_rows(y, *, name="y"):
+    """``y`` as a list of mask files or an array, without reading or copying it."""
+    reject_single_path(y, name=name, kind="mask")
+    if is_paths(y):
+        return check_paths(y, name=name)
+    if isinstance(y, (str, bytes)) or not hasattr(y, "__len__") and not hasattr(y, "__array__"):
+        raise TypeError(f"{name} must be an array of masks or a list of mask files; got "
+                        f"{type(y).__name__}.")
+    return np.asarray(y)
+
+
+def take_rows(X, rows):
+    """The rows ``rows`` (a slice or indices) of an array or a list of paths."""
+    if isinstance(rows, slice):
+        return X[rows]
+    return _safe_indexing(X, np.asarray(rows))
+
+
+def binarizes_masks(estimator):
+    """Whether ``estimator`` reads masks binarised: its ``binarize_masks`` parameter, or
+    that of the model it wraps (``estimator`` of a FoldEnsemble or a FrozenEstimator,
+    ``segmenter`` of a FalsePositiveFilter); False when none has the parameter."""
+    while estimator is not None:
+        if hasattr(estimator, "binarize_masks"):
+            return bool(estimator.binarize_masks)
+        estimator = getattr(estimator, "estimator", None) or getattr(estimator, "segmenter",
+                                                                      None)
+    return False
+
+
+def masks_of(y, rows, *, name="y", binarize=False):
+    """The masks of ``rows`` of ``y`` (an array or a list of mask files): an array or a list.
+
+    With ``binarize``, every mask is binarised as :func:`skunetseg.io.binarize_mask` does.
+    """
+    part = take_rows(y, rows)
+    if is_paths(part):
+        return [read_mask(path, binarize=binarize) for path in check_paths(part, name=name)]
+    return binarize_mask(part, name=name) if binarize else part
+
+
+def read_truth(y, rows, encoding, *, name="y", binarize=False):
+    """Bool ``(m, H, W, K)`` encoded truth of ``rows`` of ``y``, or a list per image for files.
+
+    Mask files are read one by one at their own size (a list, which may hold
+    several sizes); arrays are encoded at once. ``binarize`` as in :func:`masks_of`.
+    """
+    masks = masks_of(y, rows, name=name, binarize=binarize)
+    if isinstance(masks, list):
+        return [encoding.encode(np.asarray(mask)[np.newaxis], name=name)[0] > 0.5
+                for mask in masks]
+    return encoding.encode(masks, name=name) > 0.5
+
+
+def _pairs(truth, pred):
+    if isinstance(truth, list) or isinstance(pred, list):
+        return list(truth), list(pred)
+    return None
+
+
+def pair_dice(truth, masks, *, name="y"):
+    """Dice ``(n, K)`` of every (image, class) pair; arrays or per-image lists.
+
+    Raises a ValueError naming ``name`` when a mask is not of its image's size.
+    """
+    pairs = _pairs(truth, masks)
+    if pairs is None:
+        if truth.shape[:3] != masks.shape[:3]:
+            raise ValueError(f"{name} must hold one mask per image of X, of the images' size; "
+                             f"got {truth.shape[:3]} for images {masks.shape[:3]}.")
+        return dice_per_pair(truth, masks)
+    truths, preds = pairs
+    if len(truths) != len(preds):
+        raise ValueError(f"{name} must hold one mask per image of X; got {len(truths)} masks "
+                         f"for {len(preds)} images.")
+    scores = []
+    for index, (true, pred) in enumerate(zip(truths, preds, strict=True)):
+        if true.shape[:2] != pred.shape[:2]:
+            raise ValueError(f"{name} must hold one mask per image of X, of the image's size; "
+                             f"mask {index} is {true.shape[:2]} for an image of "
+                             f"{pred.shape[:2]}.")
+        scores.append(dice_per_pair(true[np.newaxis], pred[np.newaxis]))
+    return np.concatenate(scores)
+
+
+def presence(masks):
+    """Whether each (image, channel) mask is non-empty: bool ``(n, K)``; arrays or lists."""
+    if isinstance(masks, list):
+        return np.array([mask.any(axis=(0, 1)) for mask in masks], dtype=bool).reshape(
+            len(masks), -1)
+    return masks.any(axis=(1, 2))
 
 
 class SegmenterMixin:
-    """``predict`` and ``score`` for an estimator that predicts probability maps.
+    """``predict_proba``, ``predict`` and ``score`` of a skunetseg segmenter, chunk by chunk.
 
-    The estimator provides ``predict_proba(X)`` -> ``(n, H, W, K)``, a fitted
-    ``_encoding`` (:class:`skunetseg._targets.TargetEncoding`) and
-    ``_binary_masks(proba)``, its post-processing of the probabilities into bool
-    ``(n, H, W, K)`` masks.
+    The estimator provides:
+
+    * ``_chunk_proba(source, rows)``: the probabilities of the images ``rows``
+      (a slice) of ``source``, an ``(m, H, W, K)`` array or a list of
+      ``(H_i, W_i, K)`` maps;
+    * optionally ``_prediction_source(X)``: ``X`` checked and made indexable
+      by rows (default: :func:`as_rows`, the array or the list of paths);
+    * optionally ``_chunk_size()``: images per chunk (default 64);
+    * the fitted ``encoding_`` and ``postprocessing_`` of the contract.
     """
 
+    @property
+    def _encoding(self):
+        # the name skunetseg._persistence reads; the contract's name is encoding_
+        return self.encoding_
+
+    def _prediction_source(self, X):
+        return as_rows(X, name="X")
+
+    def _expected_failed_checks(self):
+        """scikit-learn's checks that cannot apply to image input, with the reason."""
+        return IMAGE_INPUT_FAILED_CHECKS
+
+    def _chunk_size(self):
+        return DEFAULT_CHUNK
+
+    def _progress(self, n_images):
+        """A progress bar with ``update(done)``, or None."""
+        return None
+
+    def _proba_chunks(self, X):
+        """``(n_images, iterator of (rows, probabilities) of each chunk of X, in order)``."""
+        check_is_fitted(self)
+        source = self._prediction_source(X)
+        n_images = len(source)
+
+        def chunks():
+            progress = self._progress(n_images)
+            for rows in row_chunks(n_images, self._chunk_size()):
+                proba = self._chunk_proba(source, rows)
+                if progress is not None:
+                    progress.update(rows.stop)
+                yield rows, proba
+
+        return n_images, chunks()
+
     def _decode(self, proba):
-        """Post-processed masks in the format of the fitted ``y``."""
-        return decode_masks(self._binary_masks(proba), self._encoding)
+        """Post-processed masks in the format of the fitted ``y``; a list for a list."""
+        return self.encoding_.decode(self.postprocessing_.apply(proba))
+
+    def predict_proba(self, X):
+        """Class probabilities of every pixel.
+
+        Images are read (files), resized to ``input_size`` (when the estimator
+        has one) and predicted a chunk at a time, never all at once.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_images, H, W) or (n_images, H, W, C), or list of paths
+            Images, or image files, like those given to ``fit``.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_images, H, W, K), dtype float32, or list of ndarray
+            K is 1 for binary targets, else the number of classes. With
+            ``input_size`` set and image files of different sizes, a list of
+            ``(H_i, W_i, K)`` arrays, one per image at the image's own size.
+        """
+        n_images, chunks = self._proba_chunks(X)
+        return assemble(chunks, n_images)
 
     def predict(self, X):
         """Predicted masks, post-processed, in the format of the ``y`` given to ``fit``.
 
         Parameters
         ----------
-        X : array-like of shape (n_images, H, W) or (n_images, H, W, C)
+        X : array-like of shape (n_images, H, W) or (n_images, H, W, C), or list of paths
+            Images, or image files, like those given to ``fit``.
 
         Returns
         -------
-        masks : ndarray
+        masks : ndarray or list of ndarray
             Binary masks with the two values of ``classes_``, multiclass label
-            maps, or multilabel 0/1 masks, shaped like the fitted ``y``.
+            maps, or multilabel 0/1 masks, shaped like the fitted ``y``; with
+            ``input_size`` and image files of different sizes, a list of masks,
+            one per image at its own size. Post-processing (``min_area``, ...)
+            works at each image's own size.
         """
-        return self._decode(self.predict_proba(X))
+        n_images, chunks = self._proba_chunks(X)
+        return assemble(((rows, self._decode(proba)) for rows, proba in chunks), n_images)
 
     def score(self, X, y):
         """Mean Kaggle Dice of the post-processed predictions of ``X`` against ``y``.
 
         Every (image, class) pair counts once, a pair with both masks empty as 1.
         Binary targets score the positive class; multiclass label maps score
-        every label, background included.
+        every label, background included. Images and masks are read and scored
+        chunk by chunk.
 
         Parameters
         ----------
-        X : array-like of shape (n_images, H, W) or (n_images, H, W, C)
-        y : array-like, masks in the format given to ``fit``
+        X : array-like of shape (n_images, H, W) or (n_images, H, W, C), or list of paths
+            Images, or image files.
+        y : array-like or list of paths
+            Masks in the format given to ``fit``, or mask files, each of its
+            image's size.
 
         Returns
         -------
         score : float
         """
         check_is_fitted(self)
-        labels = load_labels(y, name="y", binarize=getattr(self, "binarize_masks", False))
-        truth = encode_targets(labels, self._encoding, name="y") > 0.5
-        proba = self.predict_proba(X)
-        if truth.shape[:3] != proba.shape[:3]:
-            raise ValueError(f"y must hold one mask per image of X, of the images' size; "
-                             f"got {truth.shape[:3]} for images {proba.shape[:3]}.")
-        return float(np.mean(dice_per_pair(truth, self._binary_masks(proba))))
+        masks = as_mask_rows(y)
+        n_images, chunks = self._proba_chunks(X)
+        if len(masks) != n_images:
+            raise ValueError(f"X and y must hold the same number of images; got {n_images} "
+                             f"and {len(masks)}.")
+        binarize = binarizes_masks(self)
+        scores = [pair_dice(read_truth(masks, rows, self.encoding_, binarize=binarize),
+                            self.postprocessing_.apply(proba))
+                  for rows, proba in chunks]
+        return float(np.mean(np.concatenate(scores)))

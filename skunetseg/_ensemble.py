@@ -3,38 +3,51 @@
 from numbers import Integral, Real
 
 import numpy as np
-from joblib import Parallel, delayed
-from sklearn.base import BaseEstimator, _fit_context, clone
-from sklearn.model_selection import KFold, check_cv
-from sklearn.utils import _safe_indexing
+from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval
-from sklearn.utils.validation import check_is_fitted
 
-from ._base import SegmenterMixin
-from ._export import ExportMixin
-from ._images import load_labels
-from ._segmenter import UNetSegmenter
-from ._targets import encode_targets
-from .metrics import dice_per_pair
-from .postprocess import (
-    applied_postprocessing,
-    check_postprocessing,
-    postprocess,
-    tune_postprocessing,
+from ._base import (
+    DEFAULT_CHUNK,
+    SegmenterMixin,
+    as_mask_rows,
+    as_rows,
+    binarizes_masks,
+    pair_dice,
+    read_truth,
+    take_rows,
 )
+from ._crossfit import (
+    check_fold_classes,
+    fit_folds,
+    fit_predict_fold,
+    held_out,
+    label_values,
+    make_folds,
+    out_of_fold,
+)
+from ._export import ExportMixin
+from ._segmenter import UNetSegmenter
+from .postprocess import PostProcessing, tune_postprocessing
 
 __all__ = ["FoldEnsemble"]
 
 
-def _fit_fold(estimator, X, y, train, test, verbose, fold):
+def _fit_fold(train, test, fold, *, estimator, X, y, verbose):
     """Fit one fold's model, watching the held-out fold; return it and its held-out proba."""
     if verbose:
         print(f"[FoldEnsemble] fold {fold + 1}: training on {len(train)} images, "
               f"validating on {len(test)}", flush=True)
-    X_test, y_test = _safe_indexing(X, test), _safe_indexing(y, test)
-    estimator.fit(_safe_indexing(X, train), _safe_indexing(y, train),
-                  validation_data=(X_test, y_test))
-    return estimator, estimator.predict_proba(X_test)
+    return fit_predict_fold(estimator, X, y, train, test, validation_data="test")
+
+
+def _mean_maps(probas):
+    """Elementwise mean of several models' probabilities: arrays, or lists of per-image maps."""
+    if any(isinstance(proba, list) for proba in probas):
+        return [np.mean(maps, axis=0, dtype=np.float32) for maps in zip(*probas, strict=True)]
+    total = probas[0].astype(np.float32, copy=True)
+    for proba in probas[1:]:
+        total += proba
+    return total / np.float32(len(probas))
 
 
 class FoldEnsemble(ExportMixin, SegmenterMixin, BaseEstimator):
@@ -54,7 +67,8 @@ class FoldEnsemble(ExportMixin, SegmenterMixin, BaseEstimator):
         The model to clone per fold: a :class:`UNetSegmenter` (the default, with
         its default parameters) or any estimator with the same ``fit(X, y,
         validation_data=...)`` / ``predict_proba`` interface, such as
-        :class:`FalsePositiveFilter`. Each fold model predicts with its own TTA.
+        :class:`FalsePositiveFilter`, or your own (see the user guide's page "How
+        to wrap your own segmenter"). Each fold model predicts with its own TTA.
     cv : int, cross-validation generator or iterable, default=3
         An int ``k`` means ``KFold(k, shuffle=True, random_state=random_state)``;
         any scikit-learn splitter (``GroupKFold`` keeps the images of a patient or
@@ -94,9 +108,11 @@ class FoldEnsemble(ExportMixin, SegmenterMixin, BaseEstimator):
         The fitted fold models.
     folds_ : list of (ndarray, ndarray)
         The (train, test) indices of every fold.
-    oof_proba_ : ndarray of shape (n_images, H, W, K)
-        Out-of-fold probabilities (NaN for images no fold held out). Only with
-        ``store_oof_proba=True``.
+    oof_proba_ : ndarray of shape (n_images, H, W, K), or list of ndarray
+        Out-of-fold probabilities (NaN for images no fold held out); for image
+        files of several sizes (with the fold models' ``input_size``), a list
+        of ``(H_i, W_i, K)`` maps at each image's own size (None for images no
+        fold held out). Only with ``store_oof_proba=True``.
     oof_fold_scores_ : ndarray of shape (n_folds,)
         Kaggle Dice of each fold model on its held-out images, with the final
         post-processing.
@@ -109,6 +125,10 @@ class FoldEnsemble(ExportMixin, SegmenterMixin, BaseEstimator):
     thresholds_, min_areas_, min_component_areas_ : ndarray of shape (K,)
         The post-processing ``predict`` and ``score`` apply (tuned, given or the
         estimator's); ``thresholds_`` is None for multiclass (softmax) outputs.
+    postprocessing_ : skunetseg.postprocess.PostProcessing
+        The same settings as one value object, which applies them.
+    encoding_ : skunetseg.TargetEncoding
+        The fold models' target encoding.
     classes_, n_classes_, target_type_ : as the fold models'.
 
     See Also
@@ -118,6 +138,13 @@ class FoldEnsemble(ExportMixin, SegmenterMixin, BaseEstimator):
 
     Notes
     -----
+    Images and masks may be arrays or lists of files, of mixed sizes when the
+    fold models resize them (``input_size``); predictions then come back one
+    per image at its own size. ``predict_proba``, ``predict`` and ``score``
+    take the images a chunk at a time, each fold model predicting the chunk.
+    Before any fold trains, ``fit`` checks that the test folds do not overlap
+    and that every fold's training part holds every class of ``y``.
+
     Training ``k`` models in one process leaves TensorFlow's per-fit memory
     behind (an upstream leak): give the estimator ``fit_in_subprocess=True`` to
     train each fold in a process of its own.
@@ -162,19 +189,16 @@ class FoldEnsemble(ExportMixin, SegmenterMixin, BaseEstimator):
     def _get_estimator(self):
         return UNetSegmenter() if self.estimator is None else self.estimator
 
-    def _get_cv(self):
-        if isinstance(self.cv, Integral):
-            return KFold(self.cv, shuffle=True, random_state=self.random_state)
-        return check_cv(self.cv)
-
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, groups=None):
         """Train one clone of ``estimator`` per fold, validating on the held-out fold.
 
         Parameters
         ----------
-        X : array-like of shape (n_images, H, W) or (n_images, H, W, C)
-        y : array-like, masks in a format ``estimator`` accepts
+        X : array-like of shape (n_images, H, W) or (n_images, H, W, C), or list of paths
+            Images, or image files (of any sizes when the estimator has ``input_size``).
+        y : array-like or list of paths
+            Masks in a format ``estimator`` accepts, or mask files.
         groups : array-like of shape (n_images,), default=None
             Group labels for group-aware splitters such as ``GroupKFold``.
 
@@ -182,42 +206,30 @@ class FoldEnsemble(ExportMixin, SegmenterMixin, BaseEstimator):
         -------
         self : FoldEnsemble
         """
-        if not hasattr(X, "__len__") or isinstance(X, (str, bytes)):
-            raise TypeError(f"X must be an array of images; got {type(X).__name__}.")
+        X, y = as_rows(X, name="X"), as_mask_rows(y, name="y")
         if len(X) != len(y):
             raise ValueError(f"X and y must hold the same number of images; got {len(X)} and "
                              f"{len(y)}.")
-        self.folds_ = [(np.asarray(train), np.asarray(test))
-                       for train, test in self._get_cv().split(np.zeros(len(X)), None, groups)]
-        if len(self.folds_) < 2:
-            raise ValueError(f"cv must give at least 2 folds; got {len(self.folds_)}.")
-        base = self._get_estimator()
-        fitted = Parallel(n_jobs=self.n_jobs)(
-            delayed(_fit_fold)(clone(base), X, y, train, test, self.verbose, fold)
-            for fold, (train, test) in enumerate(self.folds_)
-        )
+        self.folds_ = make_folds(self.cv, len(X), random_state=self.random_state,
+                                 groups=groups, min_folds=2)
+        binarize = binarizes_masks(self)  # read the masks as the fold models do
+        check_fold_classes(self.folds_, label_values(y, binarize=binarize))
+        fitted = fit_folds(_fit_fold, self.folds_, n_jobs=self.n_jobs,
+                           estimator=self._get_estimator(), X=X, y=y, verbose=self.verbose)
         self.estimators_ = [estimator for estimator, _ in fitted]
         first = self.estimators_[0]
-        self._encoding = first._encoding
+        self.encoding_ = first.encoding_
         self.classes_, self.n_classes_ = first.classes_, first.n_classes_
         self.target_type_ = first.target_type_
 
-        held_out = np.concatenate([test for _, test in self.folds_])
-        if len(np.unique(held_out)) != len(held_out):
-            raise ValueError("cv must hold out each image at most once (its test folds "
-                             "overlap): out-of-fold predictions would be ambiguous.")
-        if any(isinstance(proba, list) for _, proba in fitted):
-            raise ValueError("FoldEnsemble needs images of one size: with input_size set, give "
-                             "it image files of one size (or arrays), not files of mixed sizes.")
-        oof_proba = np.full((len(X), *fitted[0][1].shape[1:]), np.nan, dtype=np.float32)
-        for (_, test), (_, proba) in zip(self.folds_, fitted, strict=True):
-            oof_proba[test] = proba
-        binarize = getattr(fitted[0][0], "binarize_masks", False)  # as the members read y
-        truth = encode_targets(load_labels(y, name="y", binarize=binarize), self._encoding,
-                               name="y")[held_out] > 0.5
-        self._set_postprocessing(oof_proba[held_out], truth)
-        masks = self._binary_masks(oof_proba[held_out])
-        pair_scores = dice_per_pair(truth, masks).mean(axis=-1)
+        held_rows = np.concatenate([test for _, test in self.folds_])
+        oof_proba = out_of_fold(self.folds_, [proba for _, proba in fitted], len(X))
+        held_proba = held_out(oof_proba, held_rows)
+        truth = read_truth(y, held_rows, self.encoding_, binarize=binarize)
+        if isinstance(truth, list) and not isinstance(held_proba, list):
+            held_proba = list(held_proba)
+        self._set_postprocessing(held_proba, truth)
+        pair_scores = pair_dice(truth, self.postprocessing_.apply(held_proba)).mean(axis=-1)
         self.oof_score_ = float(pair_scores.mean())
         fold_ends = np.cumsum([len(test) for _, test in self.folds_])[:-1]
         self.oof_fold_scores_ = np.array(
@@ -227,49 +239,41 @@ class FoldEnsemble(ExportMixin, SegmenterMixin, BaseEstimator):
         return self
 
     def _set_postprocessing(self, oof_proba, truth):
-        """Set ``thresholds_``, ``min_areas_`` and ``min_component_areas_`` (tuned if asked)."""
-        activation = self._encoding.activation
-        first = self.estimators_[0]
+        """Set ``postprocessing_`` and its ``thresholds_``, ``min_areas_`` and
+        ``min_component_areas_`` (tuned if asked)."""
+        encoding = self.encoding_
         # the fold models' own post-processing, unless this ensemble sets its own
-        fold_settings = applied_postprocessing(first, self._encoding)
+        fold = self.estimators_[0].postprocessing_
         threshold, min_area, min_component_area = (
-            fold if own is None else own for own, fold in zip(
-                (self.threshold, self.min_area, self.min_component_area), fold_settings,
-                strict=True))
-        self.thresholds_, self.min_areas_, self.min_component_areas_ = check_postprocessing(
-            truth.shape[-1], threshold=threshold if activation == "sigmoid" else None,
-            min_area=min_area, min_component_area=min_component_area, activation=activation)
+            fold_value if own is None else own for own, fold_value in zip(
+                (self.threshold, self.min_area, self.min_component_area),
+                (0.5 if fold.threshold is None else fold.threshold, fold.min_area,
+                 fold.min_component_area), strict=True))
         if self.tune_postprocessing:
-            search = tune_postprocessing(oof_proba, truth, activation=activation)
+            search = tune_postprocessing(oof_proba, truth, activation=encoding.activation)
             self.oof_score_before_tuning_ = search.score_before
-            self.min_areas_ = np.asarray(search.min_areas, dtype=float)
+            min_area = search.min_areas
             if search.thresholds is not None:
-                self.thresholds_ = np.asarray(search.thresholds, dtype=float)
+                threshold = search.thresholds
+        self.postprocessing_ = PostProcessing.from_params(
+            encoding.n_outputs, threshold=threshold, min_area=min_area,
+            min_component_area=min_component_area, activation=encoding.activation)
+        settings = self.postprocessing_
+        self.thresholds_ = (None if settings.threshold is None
+                            else np.asarray(settings.threshold, dtype=float))
+        self.min_areas_ = np.asarray(settings.min_area, dtype=float)
+        self.min_component_areas_ = np.asarray(settings.min_component_area, dtype=float)
 
     # ------------------------------------------------------------- predict
-    def predict_proba(self, X):
-        """Mean of the fold models' probabilities.
+    # predict_proba, predict and score: the chunked engine of SegmenterMixin (_base.py)
+    def _chunk_size(self):
+        inner = getattr(self.estimators_[0], "_chunk_size", None)
+        return inner() if callable(inner) else DEFAULT_CHUNK
 
-        Parameters
-        ----------
-        X : array-like of shape (n_images, H, W) or (n_images, H, W, C)
-
-        Returns
-        -------
-        proba : ndarray of shape (n_images, H, W, K), dtype float32
-        """
-        check_is_fitted(self)
-        total = None
-        for estimator in self.estimators_:
-            proba = estimator.predict_proba(X)
-            total = proba if total is None else total + proba
-        return total / np.float32(len(self.estimators_))
-
-    def _binary_masks(self, proba):
-        """Post-processed bool ``(n, H, W, K)`` masks of the predicted classes."""
-        return postprocess(proba, threshold=self.thresholds_, min_area=self.min_areas_,
-                           min_component_area=self.min_component_areas_,
-                           activation=self._encoding.activation)
+    def _chunk_proba(self, X, rows):
+        """Mean of the fold models' probabilities of the images ``rows``."""
+        part = take_rows(X, rows)
+        return _mean_maps([estimator.predict_proba(part) for estimator in self.estimators_])
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

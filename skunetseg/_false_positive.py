@@ -6,27 +6,41 @@ pair. The filter trains a presence classifier per class and zeroes the
 segmenter's probabilities of the classes it finds absent.
 """
 
-import inspect
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, _fit_context, clone
 from sklearn.dummy import DummyClassifier
 from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import check_cv
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils import get_tags
+from sklearn.utils import TransformerTags, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import SegmenterMixin
-from ._images import check_images
-from ._targets import encode_targets, fit_target_encoding
-from .io import binarize_mask
-from .metrics import dice_per_pair
-from .postprocess import applied_postprocessing
+from ._base import (
+    DEFAULT_CHUNK,
+    SegmenterMixin,
+    as_mask_rows,
+    as_rows,
+    binarizes_masks,
+    pair_dice,
+    presence,
+    read_truth,
+    row_chunks,
+    take_rows,
+)
+from ._crossfit import (
+    check_fold_classes,
+    fit_folds,
+    fit_with_validation,
+    label_values,
+    make_folds,
+)
+from ._images import is_paths
+from ._targets import fit_target_encoding
+from .io import binarize_mask, read_mask
 
 __all__ = ["FalsePositiveFilter", "probability_features", "FEATURE_NAMES"]
 
@@ -48,9 +62,9 @@ def probability_features(proba, masks):
 
     Parameters
     ----------
-    proba : ndarray of shape (n_images, H, W, K)
+    proba : ndarray of shape (n_images, H, W, K), or list of (H_i, W_i, K) arrays
         Probability maps of a segmenter.
-    masks : ndarray of shape (n_images, H, W, K), bool
+    masks : ndarray of shape (n_images, H, W, K), bool, or list of them per image
         The masks the segmenter predicts from them.
 
     Returns
@@ -61,6 +75,9 @@ def probability_features(proba, masks):
         area and the area above probability 0.9 (both as shares of the image),
         and the mean probability inside the mask (0 for an empty mask).
     """
+    if isinstance(proba, list):  # per-image maps of different sizes
+        return np.concatenate([probability_features(p[np.newaxis], m[np.newaxis])
+                               for p, m in zip(proba, masks, strict=True)])
     n_images, height, width, n_classes = proba.shape
     flat = np.moveaxis(proba, -1, 1).reshape(n_images, n_classes, height * width)
     flat = flat.astype(np.float64)
@@ -78,15 +95,6 @@ def probability_features(proba, masks):
         (flat > _CONFIDENT).mean(axis=-1),
         mask_mean,
     ], axis=-1)
-
-
-def _fit_with_validation(estimator, X, y, validation_data):
-    """``estimator.fit(X, y)``, passing ``validation_data`` when given and accepted."""
-    if validation_data is not None and (
-            "validation_data" in inspect.signature(estimator.fit).parameters
-            or isinstance(estimator, FrozenEstimator)):
-        return estimator.fit(X, y, validation_data=validation_data)
-    return estimator.fit(X, y)
 
 
 def _fit_class_classifier(classifier, features, labels):
@@ -152,6 +160,72 @@ def best_threshold(presence, kept_dice, blanked_dice, *, shown=None, max_blanked
     return float((edges[cut] + edges[cut + 1]) / 2)
 
 
+
+#: The parameters the default ``classifier="image"`` takes from the segmenter (from the
+#: model inside a FoldEnsemble or a FrozenEstimator); every other one keeps its default.
+SHARED_WITH_CLASSIFIER = ("backbone", "encoder_weights", "input_size", "random_state")
+
+
+def _model_params(estimator):
+    """The parameters of the model a wrapper (FoldEnsemble, FrozenEstimator, ...) holds."""
+    params = estimator.get_params(deep=False)
+    for wrapped in ("estimator", "segmenter"):
+        if "backbone" not in params and hasattr(params.get(wrapped), "get_params"):
+            return _model_params(params[wrapped])
+    return params
+
+
+def _fit_checked(template, X, y, encoding, validation_data, who):
+    """Fit a clone of ``template``; refuse it when it reads ``y`` as other classes."""
+    segmenter = fit_with_validation(clone(template), X, y, validation_data)
+    fitted = segmenter.encoding_
+    if (fitted.target_type != encoding.target_type
+            or not np.array_equal(fitted.classes, encoding.classes)):
+        raise ValueError(
+            f"{who} reads the masks as {fitted.target_type} with classes "
+            f"{fitted.classes.tolist()}, but y holds {encoding.target_type} masks with "
+            f"classes {encoding.classes.tolist()}: every fit must see the same classes "
+            "(use fewer cv folds, or masks in the segmenter's format)."
+        )
+    return segmenter
+
+
+def _image_presence(classifier, X):
+    """Presence probabilities ``(n, n_classes)`` of an image classifier."""
+    proba = np.asarray(classifier.predict_proba(X))
+    return proba if proba.ndim == 2 else proba[:, np.newaxis]
+
+
+def _fit_fold(train, test, fold, *, segmenter, classifier, X, y, labels, encoding,
+              validation_data):
+    """One fold: the held-out probabilities and (image classifier) presence of ``test``."""
+    model = _fit_checked(segmenter, take_rows(X, train), take_rows(y, train), encoding,
+                         validation_data, "A fold's segmenter")
+    held = take_rows(X, test)
+    proba = model.predict_proba(held)
+    if classifier is None:
+        return proba, None
+    fold_classifier = clone(classifier).fit(take_rows(X, train), labels[train])
+    return proba, _image_presence(fold_classifier, held)
+
+
+def _join(first, second):
+    """Held-out results one after the other: one array, or a list of per-image maps."""
+    if isinstance(first, np.ndarray) and isinstance(second, np.ndarray) and (
+            first.shape[1:] == second.shape[1:]):
+        return np.concatenate([first, second])
+    return list(first) + list(second)
+
+
+def _encoding_of(y, values, binarize=False):
+    """The target encoding of all of ``y`` (an array, or mask files read one by one)."""
+    if not is_paths(y):
+        return fit_target_encoding(binarize_mask(y, name="y") if binarize else y, name="y")
+    union = sorted(frozenset().union(*values))
+    dtype = read_mask(y[0], binarize=binarize).dtype
+    return fit_target_encoding(np.asarray(union, dtype=dtype).reshape(1, 1, -1))
+
+
 class FalsePositiveFilter(SegmenterMixin, MetaEstimatorMixin, BaseEstimator):
     """Blank a segmenter's masks of the classes a presence classifier finds absent.
 
@@ -164,18 +238,24 @@ class FalsePositiveFilter(SegmenterMixin, MetaEstimatorMixin, BaseEstimator):
     Parameters
     ----------
     segmenter : estimator
-        An unfitted :class:`~skunetseg.UNetSegmenter`, or an estimator with the
-        same ``fit(X, y, validation_data=None)``, ``predict_proba`` and fitted
-        ``classes_``, ``n_classes_``, ``target_type_``, ``_encoding`` and
-        ``_binary_masks``; cloned by ``fit``. A fitted one wrapped in
-        :class:`sklearn.frozen.FrozenEstimator` is used as it is; out-of-fold
-        predictions then come from clones of the estimator it wraps.
+        An unfitted :class:`~skunetseg.UNetSegmenter` or
+        :class:`~skunetseg.FoldEnsemble`, or any segmenter meeting the contract
+        of the user guide's page "How to wrap your own segmenter" (``fit(X, y)``,
+        ``predict_proba`` and the fitted ``encoding_``, ``postprocessing_``,
+        ``classes_``, ``n_classes_``, ``target_type_``); cloned by ``fit``. A
+        fitted one wrapped in :class:`sklearn.frozen.FrozenEstimator` is used
+        as it is; out-of-fold predictions then come from clones of the
+        estimator it wraps.
     classifier : "auto", "image", "features" or estimator, default="auto"
         The presence classifier:
 
-        * ``"image"``: a :class:`~skunetseg.PresenceClassifier` on the images,
-          with the segmenter's backbone, encoder weights, batch size, epochs,
-          augmentation, early stopping and seed;
+        * ``"image"``: a :class:`~skunetseg.PresenceClassifier` with its
+          default parameters except ``backbone``, ``encoder_weights``,
+          ``input_size`` and ``random_state``, taken from the segmenter (from
+          the model inside a ``FoldEnsemble`` or ``FrozenEstimator``) where it
+          has them. Nothing else is copied: to set its epochs, augmentation,
+          ``fit_in_subprocess``-like settings and so on, pass
+          ``classifier=PresenceClassifier(...)``;
         * ``"features"``: a logistic regression (after standardisation) per
           class on features of the segmenter's out-of-fold probability maps
           (:func:`probability_features`);
@@ -187,23 +267,32 @@ class FalsePositiveFilter(SegmenterMixin, MetaEstimatorMixin, BaseEstimator):
           and a ``(n_images, n_classes)`` 0/1 matrix, and must return one
           probability column per class; any other scikit-learn classifier is
           cloned per class and fitted on the map features.
-    threshold : float or array-like of shape (n_classes,), default=0.5
+    presence_threshold : float or array-like of shape (n_classes,), default=0.5
         Presence probability at or below which a class's mask is blanked, for
         all classes or per class (the classes of ``classes_``, without the
-        background of multiclass targets). Ignored when ``tune_threshold``.
+        background of multiclass targets). Not the pixel threshold of the
+        segmenter. Ignored when ``tune_threshold``.
     tune_threshold : bool, default=False
-        Choose each class's threshold to maximise the Kaggle Dice of the
-        held-out predictions (see Notes).
+        Choose each class's presence threshold to maximise the Kaggle Dice of
+        the held-out predictions (see Notes).
     max_blanked : float in [0, 1], default=None
         With ``tune_threshold``, a budget: choose among the thresholds that
         blank at most this share of the held-out (image, class) pairs that
         hold an object (``blanked_rate_``), for when a missed object costs more
         than the Dice says. None: no budget. Ignored without ``tune_threshold``.
-    cv : int, cross-validation generator or iterable, default=3
-        Folds giving the out-of-fold predictions (see Notes): an int is the
-        number of unshuffled ``KFold`` folds. Test folds must not overlap; they
-        may leave images out: ``ShuffleSplit(n_splits=1, test_size=0.2)`` is a
-        holdout, which costs one extra fit instead of ``cv``.
+    cv : int, cross-validation generator, iterable or None, default=3
+        Folds giving the out-of-fold predictions over the training images (see
+        Notes): an int ``k`` is ``KFold(k, shuffle=True,
+        random_state=random_state)``, as in :class:`~skunetseg.FoldEnsemble`.
+        Test folds must not overlap; they may leave images out:
+        ``ShuffleSplit(n_splits=1, test_size=0.2)`` is a holdout, which costs
+        one extra fit instead of ``cv``. None: no cross-fitting; the held-out
+        predictions are those of ``validation_data`` alone (image classifiers
+        only; one fit of each model).
+    n_jobs : int, default=None
+        Folds fitted in parallel processes (joblib); None means 1.
+    random_state : int, RandomState instance or None, default=None
+        Shuffles the folds when ``cv`` is an int.
 
     Attributes
     ----------
@@ -214,8 +303,11 @@ class FalsePositiveFilter(SegmenterMixin, MetaEstimatorMixin, BaseEstimator):
         a single image classifier for all classes.
     kind_ : {"image", "features"}
         The kind of presence classifier used.
-    threshold_ : ndarray of shape (n_classes,)
+    presence_thresholds_ : ndarray of shape (n_classes,)
         The presence threshold of each class.
+    encoding_, postprocessing_
+        Those of ``segmenter_``: the filter blanks masks, it thresholds pixels
+        as its segmenter does.
     classes_, n_classes_, target_type_
         Those of ``segmenter_``.
     n_held_out_ : int
@@ -241,33 +333,35 @@ class FalsePositiveFilter(SegmenterMixin, MetaEstimatorMixin, BaseEstimator):
     -----
     Held-out predictions, for the features classifier's training data, the
     threshold tuning and the diagnostics, never come from a model that was
-    trained on the image:
+    trained on the image. The cross-fitting engine that
+    :class:`~skunetseg.FoldEnsemble` uses fits a clone of the segmenter (and,
+    for an image classifier, of the classifier) on the training part of each
+    fold of ``cv`` and predicts its test part; then both are fitted on all the
+    data, which costs ``cv + 1`` fits of each. The features classifiers learn
+    on the out-of-fold probability maps; their held-out presence
+    probabilities come from classifiers fitted on the other folds' maps.
+    Before any fold trains, ``fit`` checks that the test folds do not overlap
+    and that every fold's training part holds every class of ``y``.
 
-    * the features classifiers learn on out-of-fold probability maps: the
-      segmenter is cloned and fitted once per fold of ``cv`` and predicts its
-      test fold, then fitted on all the data, which costs ``cv + 1`` segmenter
-      fits. Their held-out presence probabilities come from classifiers fitted
-      on the other folds' maps;
-    * the image classifier, given ``validation_data``, is fitted once on ``X``
-      and the held-out predictions are those of ``validation_data`` (one
-      segmenter and one classifier fit). Without it, segmenter and classifier
-      are both fitted per fold of ``cv`` and once on all the data.
+    Given ``validation_data``, its predictions by the final models join the
+    held-out predictions (or, with ``cv=None``, are all of them), and it is
+    passed to every segmenter fit (and to the final image classifier's) for
+    early stopping: tuning on it is then tuning on the images that chose the
+    epoch.
 
-    ``validation_data`` is also passed to every segmenter fit (and to the
-    image classifier's) for early stopping, so that tuning on it is tuning on
-    the images that chose the epoch: prefer out-of-fold predictions when that
-    matters.
-
+    Images and masks may be arrays or lists of files, of mixed sizes when the
+    segmenter and the image classifier resize them (``input_size``).
     ``predict_proba`` returns the segmenter's probabilities with the absent
-    classes zeroed. For multiclass (softmax) targets, an absent class's
-    probability is moved onto the background class (the first label), so that
-    every pixel's probabilities still sum to 1.
+    classes zeroed, a chunk of images at a time. For multiclass (softmax)
+    targets, an absent class's probability is moved onto the background class
+    (the first label), so that every pixel's probabilities still sum to 1.
 
     Examples
     --------
-    >>> from skunetseg import FalsePositiveFilter, UNetSegmenter
+    >>> from skunetseg import FalsePositiveFilter, PresenceClassifier, UNetSegmenter
     >>> model = FalsePositiveFilter(UNetSegmenter("efficientnetb0", epochs=30),
-    ...                             tune_threshold=True)
+    ...                             PresenceClassifier("efficientnetb0", epochs=20),
+    ...                             tune_threshold=True, random_state=0)
     >>> model.fit(X_train, y_train)  # doctest: +SKIP
     >>> model.fp_rate_before_, model.fp_rate_, model.blanked_rate_  # doctest: +SKIP
     >>> model.score(X_test, y_test)  # doctest: +SKIP
@@ -277,20 +371,24 @@ class FalsePositiveFilter(SegmenterMixin, MetaEstimatorMixin, BaseEstimator):
         "segmenter": [HasMethods(["fit", "predict_proba"])],
         "classifier": [StrOptions({"auto", "image", "features"}),
                        HasMethods(["fit", "predict_proba"])],
-        "threshold": [Interval(Real, 0, 1, closed="both"), "array-like"],
+        "presence_threshold": [Interval(Real, 0, 1, closed="both"), "array-like"],
         "tune_threshold": ["boolean"],
         "max_blanked": [Interval(Real, 0, 1, closed="both"), None],
         "cv": ["cv_object"],
+        "n_jobs": [Integral, None],
+        "random_state": ["random_state"],
     }
 
-    def __init__(self, segmenter, classifier="auto", *, threshold=0.5, tune_threshold=False,
-                 max_blanked=None, cv=3):
+    def __init__(self, segmenter, classifier="auto", *, presence_threshold=0.5,
+                 tune_threshold=False, max_blanked=None, cv=3, n_jobs=None, random_state=None):
         self.segmenter = segmenter
         self.classifier = classifier
-        self.threshold = threshold
+        self.presence_threshold = presence_threshold
         self.tune_threshold = tune_threshold
         self.max_blanked = max_blanked
         self.cv = cv
+        self.n_jobs = n_jobs
+        self.random_state = random_state
 
     # ------------------------------------------------------------ settings
     def _get_classifier(self):
@@ -301,9 +399,9 @@ class FalsePositiveFilter(SegmenterMixin, MetaEstimatorMixin, BaseEstimator):
         if classifier == "image":
             from ._presence import PresenceClassifier
 
-            shared = self._fold_segmenter().get_params(deep=False)
-            names = set(PresenceClassifier().get_params()) - {"threshold", "loss", "callbacks"}
-            return "image", PresenceClassifier(**{k: v for k, v in shared.items() if k in names})
+            params = _model_params(self._fold_segmenter())
+            return "image", PresenceClassifier(**{
+                name: params[name] for name in SHARED_WITH_CLASSIFIER if name in params})
         kind = "image" if get_tags(classifier).input_tags.three_d_array else "features"
         return kind, classifier
 
@@ -314,13 +412,13 @@ class FalsePositiveFilter(SegmenterMixin, MetaEstimatorMixin, BaseEstimator):
         return self.segmenter
 
     def _check_threshold(self, n_classes):
-        threshold = np.asarray(self.threshold, dtype=float)
+        threshold = np.asarray(self.presence_threshold, dtype=float)
         if threshold.ndim == 0:
             return np.full(n_classes, float(threshold))
         if threshold.shape != (n_classes,) or not ((threshold >= 0) & (threshold <= 1)).all():
             raise ValueError(
-                "The 'threshold' parameter must be a float in [0, 1] or one such float per "
-                f"class ({n_classes}); got {self.threshold!r}."
+                "The 'presence_threshold' parameter must be a float in [0, 1] or one such "
+                f"float per class ({n_classes}); got {self.presence_threshold!r}."
             )
         return threshold
 
@@ -331,216 +429,205 @@ class FalsePositiveFilter(SegmenterMixin, MetaEstimatorMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_images, H, W) or (n_images, H, W, C)
-            Images.
-        y : array-like
-            Masks in any format the segmenter takes.
+        X : array-like of shape (n_images, H, W) or (n_images, H, W, C), or list of paths
+            Images, or image files (of any sizes when the models have ``input_size``).
+        y : array-like or list of paths
+            Masks in any format the segmenter takes, or mask files.
         validation_data : tuple (X_val, y_val), default=None
             Held-out images and masks, passed on to the segmenter's fits for
-            early stopping; for the image classifier they also give the
-            held-out predictions (see Notes).
+            early stopping; their predictions join the held-out ones (see Notes).
 
         Returns
         -------
         self : FalsePositiveFilter
         """
-        check_images(X, name="X")
-        X = np.asarray(X)
-        if getattr(self._fold_segmenter(), "binarize_masks", False):
-            # read the masks as the segmenter does (binarising twice changes nothing)
-            y = binarize_mask(y, name="y")
-            if validation_data is not None and isinstance(validation_data, (tuple, list)) \
-                    and len(validation_data) == 2:
-                validation_data = (validation_data[0],
-                                   binarize_mask(validation_data[1], name="validation_data[1]"))
-        encoding = fit_target_encoding(y, name="y")
-        truth = encode_targets(y, encoding, name="y") > 0.5
-        if len(truth) != len(X):
+        X, y = as_rows(X, name="X"), as_mask_rows(y, name="y")
+        if len(X) != len(y):
             raise ValueError(f"X and y must hold the same number of images; got {len(X)} "
-                             f"and {len(truth)}.")
-        y = np.asarray(y)
+                             f"and {len(y)}.")
+        self._binarize = binarize = binarizes_masks(self)  # read masks as the segmenter does
+        values = label_values(y, binarize=binarize)
+        encoding = _encoding_of(y, values, binarize)
         columns = slice(1, None) if encoding.target_type == "multiclass" else slice(None)
-        labels = truth.any(axis=(1, 2))[:, columns]
+        labels = self._presence_labels(y, encoding, columns)
         threshold = self._check_threshold(labels.shape[1])
         kind, classifier = self._get_classifier()
-        if validation_data is not None and (
-                not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2):
-            raise TypeError("validation_data must be a tuple (X_val, y_val).")
-
-        if kind == "image" and validation_data is not None:
-            held = self._fit_with_validation_data(X, y, encoding, labels, classifier,
-                                                  validation_data, columns)
-        else:
-            held = self._fit_out_of_fold(X, y, encoding, truth, labels, kind, classifier,
-                                         validation_data)
-        held_truth, held_proba, held_presence = held
+        valid = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise TypeError("validation_data must be a tuple (X_val, y_val).")
+            valid = (as_rows(validation_data[0], name="validation_data[0]"),
+                     as_mask_rows(validation_data[1], name="validation_data[1]"))
+            validation_data = valid
+        if self.cv is None and (valid is None or kind != "image"):
+            raise ValueError("cv=None takes the held-out predictions from validation_data "
+                             "alone: it needs validation_data and an image classifier.")
         self.kind_ = kind
+        held_truth, held_proba, held_presence = self._held_out(
+            X, y, encoding, labels, values, kind, classifier, validation_data, columns)
+        if valid is not None:  # the final models never saw the validation images
+            val_truth = read_truth(valid[1], slice(None), encoding, name="validation_data[1]",
+                                   binarize=binarize)
+            val_proba = self.segmenter_.predict_proba(valid[0])
+            held_truth = val_truth if held_truth is None else _join(held_truth, val_truth)
+            held_proba = val_proba if held_proba is None else _join(held_proba, val_proba)
+            val_presence = self._presence(valid[0], val_proba)
+            held_presence = (val_presence if held_presence is None
+                             else np.concatenate([held_presence, val_presence]))
+        if isinstance(held_truth, list) != isinstance(held_proba, list):
+            held_truth, held_proba = list(held_truth), list(held_proba)
+        self.encoding_ = self.segmenter_.encoding_
         self.classes_ = self.segmenter_.classes_
         self.n_classes_ = self.segmenter_.n_classes_
         self.target_type_ = self.segmenter_.target_type_
-        self._encoding = self.segmenter_._encoding
 
-        before = self._binary_masks(held_proba)
-        kept_dice = dice_per_pair(held_truth, before)
+        before = self.postprocessing_.apply(held_proba)
+        kept_dice = pair_dice(held_truth, before)
+        truth_present, shown_before = presence(held_truth), presence(before)
         if self.tune_threshold:
-            blanked_dice = (~held_truth.any(axis=(1, 2))).astype(float)[:, columns]
-            shown = before.any(axis=(1, 2))[:, columns]
+            blanked_dice = (~truth_present).astype(float)[:, columns]
             threshold = np.array([
                 best_threshold(held_presence[:, k], kept_dice[:, columns][:, k],
-                               blanked_dice[:, k], shown=shown[:, k],
+                               blanked_dice[:, k], shown=shown_before[:, columns][:, k],
                                max_blanked=self.max_blanked)
                 for k in range(held_presence.shape[1])
             ])
-        self.threshold_ = threshold
-        after = self._binary_masks(self._filter(held_proba, held_presence))
-        self._set_diagnostics(held_truth[..., columns], before[..., columns],
-                              after[..., columns])
+        self.presence_thresholds_ = threshold
+        after = self.postprocessing_.apply(self._filter(held_proba, held_presence))
+        self._set_diagnostics(truth_present[:, columns], shown_before[:, columns],
+                              presence(after)[:, columns])
         self.dice_before_ = float(kept_dice.mean())
-        self.dice_ = float(dice_per_pair(held_truth, after).mean())
+        self.dice_ = float(pair_dice(held_truth, after).mean())
         self.n_held_out_ = len(held_truth)
         return self
 
-    def _fit_segmenter(self, template, X, y, encoding, validation_data, who):
-        segmenter = _fit_with_validation(clone(template), X, y, validation_data)
-        fitted = segmenter._encoding
-        if (fitted.target_type != encoding.target_type
-                or not np.array_equal(fitted.classes, encoding.classes)):
-            raise ValueError(
-                f"{who} reads the masks as {fitted.target_type} with classes "
-                f"{fitted.classes.tolist()}, but y holds {encoding.target_type} masks with "
-                f"classes {encoding.classes.tolist()}: every fit must see the same classes "
-                "(use fewer cv folds, or masks in the segmenter's format)."
-            )
-        return segmenter
+    def _presence_labels(self, y, encoding, columns):
+        """Whether each class's true mask is non-empty, ``(n_images, n_classes)``, chunk by
+        chunk (mask files are read one at a time)."""
+        return np.concatenate([presence(read_truth(y, rows, encoding,
+                                                   binarize=self._binarize))[:, columns]
+                               for rows in row_chunks(len(y), DEFAULT_CHUNK)])
 
-    def _fit_with_validation_data(self, X, y, encoding, labels, classifier, validation_data,
-                                  columns):
-        """Image classifier with validation data: fit each once, hold out the validation."""
-        self.segmenter_ = self._fit_segmenter(self.segmenter, X, y, encoding, validation_data,
-                                              "The segmenter")
-        X_val = np.asarray(validation_data[0])
-        val_truth = encode_targets(validation_data[1], self.segmenter_._encoding,
-                                   name="validation_data[1]") > 0.5
-        val_labels = val_truth.any(axis=(1, 2))[:, columns]
-        self.classifiers_ = [_fit_with_validation(clone(classifier), X, labels,
-                                                  (X_val, val_labels))]
-        return (val_truth, self.segmenter_.predict_proba(X_val),
-                self._image_presence(self.classifiers_[0], X_val))
-
-    def _fit_out_of_fold(self, X, y, encoding, truth, labels, kind, classifier,
-                         validation_data):
-        """Out-of-fold predictions over ``X``, then the final fits on all of it."""
-        folds = list(check_cv(self.cv).split(X, labels[:, 0] if labels.shape[1] == 1
-                                             else labels))
-        tests = [test for _, test in folds]
-        held_rows = np.concatenate(tests)
-        if len(np.unique(held_rows)) != len(held_rows):
-            raise ValueError("The test folds of cv overlap; each image may be held out once.")
-        held_proba, held_presence = [], []
-        for train, test in folds:
-            segmenter = self._fit_segmenter(self._fold_segmenter(), X[train], y[train], encoding,
-                                            validation_data, "A fold's segmenter")
-            held_proba.append(segmenter.predict_proba(X[test]))
-            if kind == "image":
-                fold_classifier = clone(classifier).fit(X[train], labels[train])
-                held_presence.append(self._image_presence(fold_classifier, X[test]))
-        held_proba = np.concatenate(held_proba)
-        self.segmenter_ = self._fit_segmenter(self.segmenter, X, y, encoding, validation_data,
-                                              "The segmenter")
+    def _held_out(self, X, y, encoding, labels, values, kind, classifier, validation_data,
+                  columns):
+        """Out-of-fold (truth, probabilities, presence) over ``X`` (None for ``cv=None``);
+        fits ``segmenter_`` and ``classifiers_`` on all of ``X``."""
+        if self.cv is None:
+            self.segmenter_ = _fit_checked(self.segmenter, X, y, encoding, validation_data,
+                                           "The segmenter")
+            self.classifiers_ = [self._fit_final_classifier(classifier, X, labels,
+                                                            validation_data, columns)]
+            return None, None, None
+        folds = make_folds(self.cv, len(X), random_state=self.random_state,
+                           split_y=labels[:, 0] if labels.shape[1] == 1 else labels,
+                           min_folds=1)
+        check_fold_classes(folds, values)
+        fitted = fit_folds(_fit_fold, folds, n_jobs=self.n_jobs,
+                           segmenter=self._fold_segmenter(),
+                           classifier=classifier if kind == "image" else None, X=X, y=y,
+                           labels=labels, encoding=encoding, validation_data=validation_data)
+        held_rows = np.concatenate([test for _, test in folds])
+        held_proba = fitted[0][0]
+        for proba, _ in fitted[1:]:
+            held_proba = _join(held_proba, proba)
+        held_truth = read_truth(y, held_rows, encoding, binarize=self._binarize)
+        self.segmenter_ = _fit_checked(self.segmenter, X, y, encoding, validation_data,
+                                       "The segmenter")
         if kind == "image":
-            self.classifiers_ = [clone(classifier).fit(X, labels)]
-            return truth[held_rows], held_proba, np.concatenate(held_presence)
+            self.classifiers_ = [self._fit_final_classifier(classifier, X, labels,
+                                                            validation_data, columns)]
+            return held_truth, held_proba, np.concatenate([p for _, p in fitted])
         features = self._features(held_proba)
         held_labels = labels[held_rows]
-        bounds = np.cumsum([0] + [len(test) for test in tests])
+        bounds = np.cumsum([0] + [len(test) for _, test in folds])
         held_presence = np.empty(held_labels.shape)
         for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
             others = np.r_[0:start, stop:len(held_rows)]
             for k in range(labels.shape[1]):
-                fitted = _fit_class_classifier(classifier, features[others, k],
-                                               held_labels[others, k])
-                held_presence[start:stop, k] = _presence_column(fitted,
+                fitted_k = _fit_class_classifier(classifier, features[others, k],
+                                                 held_labels[others, k])
+                held_presence[start:stop, k] = _presence_column(fitted_k,
                                                                 features[start:stop, k])
         self.classifiers_ = [_fit_class_classifier(classifier, features[:, k], held_labels[:, k])
                              for k in range(labels.shape[1])]
-        return truth[held_rows], held_proba, held_presence
+        return held_truth, held_proba, held_presence
 
-    def _set_diagnostics(self, truth, before, after):
+    def _fit_final_classifier(self, classifier, X, labels, validation_data, columns):
+        """The image classifier fitted on all of ``X`` (watching the validation images)."""
+        if validation_data is None:
+            return clone(classifier).fit(X, labels)
+        X_val, y_val = validation_data
+        val_labels = self._presence_labels(y_val, self.segmenter_.encoding_, columns)
+        return fit_with_validation(clone(classifier), X, labels, (X_val, val_labels))
+
+    def _set_diagnostics(self, truth_present, shown_before, shown_after):
         """False-positive and wrongly-blanked shares of the held-out pairs."""
-        empty = ~truth.any(axis=(1, 2))
-        predicted_before = before.any(axis=(1, 2))
-        predicted_after = after.any(axis=(1, 2))
-        self.fp_rate_before_ = _share(predicted_before, empty)
-        self.fp_rate_ = _share(predicted_after, empty)
-        self.blanked_rate_ = _share(predicted_before & ~predicted_after, ~empty)
+        empty = ~truth_present
+        self.fp_rate_before_ = _share(shown_before, empty)
+        self.fp_rate_ = _share(shown_after, empty)
+        self.blanked_rate_ = _share(shown_before & ~shown_after, ~empty)
 
     # -------------------------------------------------------------- predict
+    @property
+    def postprocessing_(self):
+        """The segmenter's post-processing: the filter thresholds pixels as it does."""
+        check_is_fitted(self, "segmenter_")
+        return self.segmenter_.postprocessing_
+
     def _features(self, proba):
         """Features ``(n, K, F)`` of the presence classes' maps."""
-        features = probability_features(proba, self.segmenter_._binary_masks(proba))
-        if self.segmenter_._encoding.target_type == "multiclass":
+        features = probability_features(proba, self.segmenter_.postprocessing_.apply(proba))
+        if self.segmenter_.encoding_.target_type == "multiclass":
             return features[:, 1:]
         return features
-
-    @staticmethod
-    def _image_presence(classifier, X):
-        proba = np.asarray(classifier.predict_proba(X))
-        return proba if proba.ndim == 2 else proba[:, np.newaxis]
 
     def _presence(self, X, proba):
         """Presence probabilities ``(n, n_classes)`` of the images ``X``."""
         if self.kind_ == "image":
-            return self._image_presence(self.classifiers_[0], X)
+            return _image_presence(self.classifiers_[0], X)
         features = self._features(proba)
         return np.column_stack([_presence_column(classifier, features[:, k])
                                 for k, classifier in enumerate(self.classifiers_)])
 
-    def _filter(self, proba, presence):
+    def _filter(self, proba, presence_proba):
         """Zero the probabilities of the absent classes (multiclass: onto the background)."""
-        keep = presence > self.threshold_
-        if self._encoding.target_type == "multiclass":
+        keep = presence_proba > self.presence_thresholds_
+        if self.segmenter_.encoding_.target_type == "multiclass":
             keep = np.column_stack([np.ones(len(keep), dtype=bool), keep])
-        keep = keep[:, np.newaxis, np.newaxis, :]
+        if isinstance(proba, list):
+            return [self._blank(image_proba, image_keep)
+                    for image_proba, image_keep in zip(proba, keep, strict=True)]
+        return self._blank(proba, keep[:, np.newaxis, np.newaxis, :])
+
+    def _blank(self, proba, keep):
         filtered = proba * keep
-        if self._encoding.target_type == "multiclass":
+        if self.segmenter_.encoding_.target_type == "multiclass":
             filtered[..., 0] += (proba * ~keep).sum(axis=-1)
         return filtered.astype(np.float32, copy=False)
 
-    def predict_proba(self, X):
-        """The segmenter's probabilities with the absent classes zeroed.
+    # predict_proba, predict and score: the chunked engine of SegmenterMixin (_base.py)
+    def _chunk_size(self):
+        inner = getattr(self.segmenter_, "_chunk_size", None)
+        return inner() if callable(inner) else DEFAULT_CHUNK
 
-        Parameters
-        ----------
-        X : array-like of shape (n_images, H, W) or (n_images, H, W, C)
-
-        Returns
-        -------
-        proba : ndarray of shape (n_images, H, W, K), dtype float32
-        """
-        check_is_fitted(self)
-        proba = self.segmenter_.predict_proba(X)
-        return self._filter(proba, self._presence(X, proba))
+    def _chunk_proba(self, X, rows):
+        """The segmenter's probabilities of the images ``rows``, filtered by their presence."""
+        part = take_rows(X, rows)
+        proba = self.segmenter_.predict_proba(part)
+        return self._filter(proba, self._presence(part, proba))
 
     def transform(self, X):
         """The filtered probability maps: the same as :meth:`predict_proba`.
 
         Parameters
         ----------
-        X : array-like of shape (n_images, H, W) or (n_images, H, W, C)
+        X : array-like of shape (n_images, H, W) or (n_images, H, W, C), or list of paths
 
         Returns
         -------
-        proba : ndarray of shape (n_images, H, W, K), dtype float32
+        proba : ndarray of shape (n_images, H, W, K), dtype float32, or list of ndarray
         """
         return self.predict_proba(X)
-
-    def _postprocessing(self, encoding):
-        """The segmenter's (threshold, min_area, min_component_area), one value per output."""
-        return applied_postprocessing(self.segmenter_, encoding)
-
-    def _binary_masks(self, proba):
-        """Bool ``(n, H, W, K)`` masks, by the segmenter's own post-processing."""
-        return self.segmenter_._binary_masks(proba)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -548,4 +635,5 @@ class FalsePositiveFilter(SegmenterMixin, MetaEstimatorMixin, BaseEstimator):
         tags.input_tags = inner.input_tags
         tags.target_tags = inner.target_tags
         tags.non_deterministic = inner.non_deterministic
+        tags.transformer_tags = TransformerTags(preserves_dtype=["float32"])
         return tags

@@ -2,6 +2,7 @@
 
 import copy
 import os
+from numbers import Integral
 
 import cv2
 import numpy as np
@@ -84,6 +85,16 @@ def value_range(images, dtype):
     if dtype.kind == "b":
         return 0.0, 1.0
     return float(np.min(images)), float(np.max(images))
+def check_input_size(size):
+    """The ``input_size`` parameter as a tuple (height, width) of ints, or None."""
+    if size is None:
+        return None
+    if (isinstance(size, str) or np.ndim(size) != 1 or len(size) != 2
+            or not all(isinstance(v, Integral) and not isinstance(v, bool) and v > 0
+                       for v in size)):
+        raise ValueError("The 'input_size' parameter must be None or a pair (height, width) "
+                         f"of positive integers; got {size!r}.")
+    return int(size[0]), int(size[1])
 
 
 def pad_to_multiple(images, multiple=SIZE_MULTIPLE, mode="reflect"):

@@ -9,7 +9,8 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import check_backbone
-from ._images import check_images, value_range
+from ._base import IMAGE_INPUT_FAILED_CHECKS, assemble, row_chunks
+from ._images import check_input_size, image_source
 from ._keras_estimator import KerasModelMixin, _keras_side
 from .augment import AUGMENT_PRESETS, resolve_augmenter
 
@@ -35,6 +36,10 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         Initial encoder weights: random, ImageNet, or a local weights file of the
         encoder without its classification top. Pretrained encoders take 3
         channels: gray images are repeated.
+    input_size : None or tuple (height, width), default=None
+        Train and predict at this size: every image is resized to it, so that
+        image files of different sizes can be classified together. None uses
+        the images as they are, all of one size.
     pooling : {"avg", "max"}, default="avg"
         Global pooling of the encoder's output.
     dropout : float, default=0.0
@@ -139,6 +144,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
     _parameter_constraints = {
         "backbone": [str],
         "encoder_weights": [None, str, os.PathLike],
+        "input_size": [None, "array-like"],
         "pooling": [StrOptions({"avg", "max"})],
         "dropout": [Interval(Real, 0, 1, closed="left")],
         "binarize_masks": ["boolean"],
@@ -166,6 +172,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         backbone="efficientnetb0",
         *,
         encoder_weights=None,
+        input_size=None,
         pooling="avg",
         dropout=0.0,
         binarize_masks=False,
@@ -188,6 +195,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
     ):
         self.backbone = backbone
         self.encoder_weights = encoder_weights
+        self.input_size = input_size
         self.pooling = pooling
         self.dropout = dropout
         self.binarize_masks = binarize_masks
@@ -215,8 +223,10 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_images, H, W) or (n_images, H, W, C)
-            Images of any real dtype and any size.
+        X : array-like of shape (n_images, H, W) or (n_images, H, W, C), or list of paths
+            Images of any real dtype and any size, or image files (of any sizes
+            with ``input_size``). The training images are held in memory at
+            ``input_size``.
         y : array-like of shape (n_images,) or (n_images, n_classes)
             Two labels (any values), or a 0/1 indicator matrix with one column
             per class (multilabel; one column is allowed).
@@ -234,14 +244,15 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
     def _fit(self, X, y, validation_data):
         check_backbone(self.backbone)
         self._check_encoder_weights()
-        X = np.asarray(X) if hasattr(X, "__len__") and not isinstance(X, (str, bytes)) else X
-        images = check_images(X, name="X")
+        size = check_input_size(self.input_size)
+        source = image_source(X, name="X", size=size)
+        images = source.take(slice(None))
         labels = self._fit_labels(y, len(images))
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a tuple (X_val, y_val).")
-            valid_images = check_images(validation_data[0], name="validation_data[0]",
-                                        n_channels=images.shape[-1])
+            valid_images = image_source(validation_data[0], name="validation_data[0]",
+                                        size=size, n_channels=images.shape[-1]).take(slice(None))
             valid = (valid_images, self._encode_labels(validation_data[1], len(valid_images),
                                                        "validation_data[1]"))
             train = (images, labels)
@@ -267,7 +278,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
             metrics=_keras_side().presence_metrics(self.threshold), monitor="loss", mode="min")
         self.bn_momentum_ = momentum
         self._model = model
-        self._record_input(X.dtype, value_range(images, X.dtype))
+        self._record_input(source.dtype, source.value_range)
         self._record_architecture()
         return self
 
@@ -332,9 +343,12 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         """Probability that each class is present in each image.
 
+        Images are read (files), resized to ``input_size`` (when set) and
+        predicted ``8 * batch_size`` at a time, never all at once.
+
         Parameters
         ----------
-        X : array-like of shape (n_images, H, W) or (n_images, H, W, C)
+        X : array-like of shape (n_images, H, W) or (n_images, H, W, C), or list of paths
 
         Returns
         -------
@@ -344,11 +358,15 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         self._check_predict_params(("batch_size", "threshold", "mixed_precision", "verbose"))
-        X = np.asarray(X) if hasattr(X, "__len__") and not isinstance(X, (str, bytes)) else X
-        images = check_images(X, name="X", n_channels=self.n_channels_in_)
-        self._check_input_scale(X.dtype, value_range(images, X.dtype))
-        proba = _keras_side().predict(self._predict_network(),
-                                     self._network_input(images), self.batch_size)
+        images = image_source(X, name="X", size=check_input_size(self.input_size),
+                              n_channels=self.n_channels_in_)
+        self._check_input_scale(images.dtype, images.value_range)
+        keras_side = _keras_side()
+        network = self._predict_network()
+        proba = assemble(
+            ((rows, keras_side.predict(network, self._network_input(images.take(rows)),
+                                       self.batch_size))
+             for rows in row_chunks(len(images), 8 * self.batch_size)), len(images))
         if self._one_dimensional():
             return np.column_stack([1 - proba[:, 0], proba[:, 0]])
         return proba
@@ -362,7 +380,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_images, H, W) or (n_images, H, W, C)
+        X : array-like of shape (n_images, H, W) or (n_images, H, W, C), or list of paths
 
         Returns
         -------
@@ -372,6 +390,10 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         if self._one_dimensional():
             return self.classes_[(proba[:, 1] > self.threshold).astype(int)]
         return (proba > self.threshold).astype(int)
+
+    def _expected_failed_checks(self):
+        """scikit-learn's checks that cannot apply to image input, with the reason."""
+        return IMAGE_INPUT_FAILED_CHECKS
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -3,9 +3,7 @@
 import os
 from numbers import Integral, Real
 
-import numpy as np
 from sklearn.base import BaseEstimator, _fit_context
-from sklearn.utils import _safe_indexing
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
@@ -14,12 +12,12 @@ from ._base import SegmenterMixin
 from ._export import ExportMixin
 from ._images import (
     ArrayImages,
+    check_input_size,
     image_source,
     is_paths,
     load_labels,
     mask_row_names,
     pad_to_multiple,
-    reject_single_path,
     resize_images,
     restore_sizes,
 )
@@ -27,9 +25,7 @@ from ._keras_estimator import KerasModelMixin, _keras_side
 from ._targets import encode_targets, fit_target_encoding
 from ._worker import run_in_worker
 from .augment import AUGMENT_PRESETS, resolve_augmenter
-from .io import check_paths, read_mask
-from .metrics import dice_per_pair
-from .postprocess import check_postprocessing, postprocess
+from .postprocess import PostProcessing
 from .tta import MERGE_METHODS, TTA_PRESETS, predict_with_tta, resolve_tta
 
 __all__ = ["UNetSegmenter"]
@@ -199,6 +195,11 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         Number of classes.
     target_type_ : {"binary", "multilabel", "multiclass"}
         How ``y`` was read; ``predict`` returns masks of the same kind and shape.
+    encoding_ : skunetseg.TargetEncoding
+        How the masks map to the output channels and back (``encode``, ``decode``).
+    postprocessing_ : skunetseg.postprocess.PostProcessing
+        The post-processing ``predict`` and ``score`` apply, built from
+        ``threshold``, ``min_area`` and ``min_component_area`` as they are now.
     n_channels_in_ : int
         Channels of the images seen in ``fit``.
     history_ : list of dict
@@ -427,7 +428,7 @@ or list of paths
 
     def _set_target_layout(self, encoding, n_channels):
         """Set the fitted attributes that describe the targets and the input channels."""
-        self._encoding = encoding
+        self.encoding_ = encoding
         self.target_type_ = encoding.target_type
         self.classes_ = encoding.classes
         self.n_classes_ = len(encoding.classes)
@@ -445,15 +446,7 @@ or list of paths
 
     def _input_size(self):
         """``input_size`` as a tuple (height, width) of ints, or None."""
-        size = self.input_size
-        if size is None:
-            return None
-        if (isinstance(size, str) or np.ndim(size) != 1 or len(size) != 2
-                or not all(isinstance(v, Integral) and not isinstance(v, bool) and v > 0
-                           for v in size)):
-            raise ValueError("The 'input_size' parameter must be None or a pair (height, width) "
-                             f"of positive integers; got {size!r}.")
-        return int(size[0]), int(size[1])
+        return check_input_size(self.input_size)
 
     def _targets(self, images, y, images_name, targets_name, encoding=None):
         """The encoding (learnt from ``y`` unless given) and the encoded targets of ``y``.
@@ -516,53 +509,31 @@ or list of paths
         )
 
     # -------------------------------------------------------------- predict
-    def predict_proba(self, X):
-        """Class probabilities of every pixel.
-
-        Images are read (files), resized to ``input_size`` (when set) and
-        predicted ``8 * batch_size`` at a time, never all at once.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_images, H, W) or (n_images, H, W, C), or list of paths
-            Images, or image files, like those given to ``fit``.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_images, H, W, K), dtype float32, or list of ndarray
-            K is 1 for binary targets, else the number of classes. With
-            ``input_size`` set and image files of different sizes, a list of
-            ``(H_i, W_i, K)`` arrays, one per image at the image's own size.
-        """
-        check_is_fitted(self)
+    # predict_proba, predict and score: the chunked engine of SegmenterMixin (_base.py)
+    def _prediction_source(self, X):
         self._check_predict_params(_PREDICT_PARAMS)
         images = image_source(X, name="X", size=self._input_size(),
                               n_channels=self.n_channels_in_)
         self._check_input_scale(images.dtype, images.value_range)
-        transforms = resolve_tta(self.tta, *images.image_size)
-        chunk = _CHUNK_BATCHES * self.batch_size
-        own_size = images.own_size  # None when files of any size are resized
-        result = [] if own_size is None else None
-        progress = _keras_side().progress_bar(len(images), self.verbose) if self.verbose else None
-        for start in range(0, len(images), chunk):
-            ready, sizes = images.read(slice(start, start + chunk))
-            if self.tta is None:
-                proba = self._predict_views(ready)
-            else:
-                proba = predict_with_tta(self._predict_views, ready, transforms,
-                                         merge=self.tta_merge, batch_images=chunk)
-            proba = restore_sizes(proba, sizes)
-            if progress is not None:
-                progress.update(min(start + chunk, len(images)))
-            if own_size is None:
-                result.extend(proba)
-                continue
-            if result is None:
-                result = np.empty((len(images), *own_size, proba.shape[-1]), dtype=np.float32)
-            result[start:start + len(proba)] = proba
-        if own_size is None and len({proba.shape for proba in result}) == 1:
-            return np.stack(result)
-        return result
+        return images
+
+    def _chunk_size(self):
+        """Images are read and predicted ``8 * batch_size`` at a time (times the TTA views)."""
+        return _CHUNK_BATCHES * self.batch_size
+
+    def _progress(self, n_images):
+        return _keras_side().progress_bar(n_images, self.verbose) if self.verbose else None
+
+    def _chunk_proba(self, images, rows):
+        """Probabilities of the images ``rows`` of the source: network, TTA, own sizes."""
+        ready, sizes = images.read(rows)
+        if self.tta is None:
+            proba = self._predict_views(ready)
+        else:
+            proba = predict_with_tta(self._predict_views, ready,
+                                     resolve_tta(self.tta, *images.image_size),
+                                     merge=self.tta_merge, batch_images=self._chunk_size())
+        return restore_sizes(proba, sizes)
 
     def _predict_views(self, images):
         """Network probabilities of ready images, padded for the network and cropped back."""
@@ -572,93 +543,22 @@ or list of paths
         return proba[:, :height, :width]
 
     def _postprocessing(self, encoding):
-        """The validated (threshold, min_area, min_component_area), one value per output."""
-        return check_postprocessing(
+        """The validated :class:`~skunetseg.postprocess.PostProcessing` of the parameters."""
+        return PostProcessing.from_params(
             encoding.n_outputs, threshold=self.threshold, min_area=self.min_area,
             min_component_area=self.min_component_area, activation=encoding.activation)
 
+    @property
+    def postprocessing_(self):
+        """The post-processing ``predict`` and ``score`` apply, from ``threshold``,
+        ``min_area`` and ``min_component_area`` as they are now."""
+        check_is_fitted(self)
+        return self._postprocessing(self.encoding_)
+
     def _graph_threshold(self):
         """The threshold(s) of the in-graph Dice that training watches."""
-        return [float(t) for t in self._postprocessing(self._encoding)[0]]
-
-    def _binary_masks(self, proba):
-        """Post-processed bool ``(n, H, W, K)`` masks of the predicted classes."""
-        threshold, min_area, min_component_area = self._postprocessing(self._encoding)
-        return postprocess(proba, threshold=threshold, min_area=min_area,
-                           min_component_area=min_component_area,
-                           activation=self._encoding.activation)
-
-    def _decode(self, proba):
-        """Post-processed masks like the fitted ``y``; one per image for a list of maps."""
-        if isinstance(proba, list):
-            return [super(UNetSegmenter, self)._decode(p[np.newaxis])[0] for p in proba]
-        return super()._decode(proba)
-
-    def predict(self, X):
-        """Predicted masks, post-processed, in the format of the ``y`` given to ``fit``.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_images, H, W) or (n_images, H, W, C), or list of paths
-            Images, or image files, like those given to ``fit``.
-
-        Returns
-        -------
-        masks : ndarray or list of ndarray
-            Binary masks with the two values of ``classes_``, multiclass label
-            maps, or multilabel 0/1 masks, shaped like the fitted ``y``; with
-            ``input_size`` and image files of different sizes, a list of masks,
-            one per image at its own size. Post-processing (``min_area``, ...)
-            works at each image's own size.
-        """
-        return super().predict(X)
-
-    def score(self, X, y):
-        """Mean Kaggle Dice of the post-processed predictions of ``X`` against ``y``.
-
-        Every (image, class) pair counts once, a pair with both masks empty as 1.
-        Binary targets score the positive class; multiclass label maps score
-        every label, background included.
-
-        Parameters
-        ----------
-        X : array-like of shape (n_images, H, W) or (n_images, H, W, C), or list of paths
-            Images, or image files: files are read and scored chunk by chunk.
-        y : array-like or list of paths
-            Masks in the format given to ``fit``, or mask files, each of its
-            image's size.
-
-        Returns
-        -------
-        score : float
-        """
-        if not (is_paths(X) or is_paths(y)):
-            return super().score(X, y)
-        check_is_fitted(self)
-        self._check_predict_params(_PREDICT_PARAMS)
-        reject_single_path(X, name="X")
-        reject_single_path(y, name="y", kind="mask")
-        if len(X) != len(y):
-            raise ValueError(f"X and y must hold the same number of images; got {len(X)} and "
-                             f"{len(y)}.")
-        chunk = _CHUNK_BATCHES * self.batch_size
-        pair_scores = []
-        for start in range(0, len(X), chunk):
-            rows = np.arange(start, min(start + chunk, len(X)))
-            part = _safe_indexing(y, rows)
-            masks = ([read_mask(path, binarize=self.binarize_masks)
-                      for path in check_paths(part, name="y")]
-                     if is_paths(part) else part)
-            for proba, mask, row in zip(self.predict_proba(_safe_indexing(X, rows)), masks, rows,
-                                        strict=True):
-                truth = encode_targets(np.asarray(mask)[np.newaxis], self._encoding,
-                                       name="y") > 0.5
-                if truth.shape[1:3] != proba.shape[:2]:
-                    raise ValueError(f"y must hold one mask per image of X, of the image's size; "
-                                     f"mask {row} is {truth.shape[1:3]} for an image of "
-                                     f"{proba.shape[:2]}.")
-                pair_scores.append(dice_per_pair(truth, self._binary_masks(proba[np.newaxis])))
-        return float(np.mean(np.concatenate(pair_scores)))
+        threshold = self._postprocessing(self.encoding_).threshold
+        return [0.5] * self.encoding_.n_outputs if threshold is None else list(threshold)
 
     # ---------------------------------------------------------------- misc
     def save(self, path, *, overwrite=False):

@@ -30,11 +30,64 @@ _BINARIZE_ADVICE = ("Pass binarize_masks=True to the estimator (or binarize=True
 
 @dataclass(frozen=True)
 class TargetEncoding:
-    """How a fitted estimator maps its targets to network outputs and back."""
+    """How a fitted segmenter maps its masks to probability channels and back.
+
+    The ``encoding_`` attribute of every fitted skunetseg segmenter, and part
+    of the contract a wrapped segmenter meets (see the user guide's page "How
+    to wrap your own segmenter"). Build one from training masks with
+    :meth:`from_targets`.
+
+    Attributes
+    ----------
+    target_type : {"binary", "multilabel", "multiclass"}
+        How the masks were read (see :mod:`skunetseg._targets`).
+    classes : ndarray
+        The labels (binary, multiclass) or channel indices (multilabel).
+    channel_axis : bool
+        Whether the fitted masks had a trailing channel axis.
+    """
 
     target_type: str
     classes: np.ndarray
     channel_axis: bool  # whether the fitted targets had a trailing channel axis
+
+    @classmethod
+    def from_targets(cls, y, name="y"):
+        """The encoding of the masks ``y`` (an array, as given to ``fit``)."""
+        return fit_target_encoding(y, name=name)
+
+    def encode(self, y, name="y"):
+        """Masks ``y`` like the fitted ones as float32 ``(n, H, W, n_outputs)`` 0/1 channels.
+
+        Parameters
+        ----------
+        y : array-like of shape (n, H, W) or (n, H, W, C)
+        name : str, default="y"
+            The argument's name, used in error messages.
+
+        Returns
+        -------
+        targets : ndarray of shape (n, H, W, n_outputs), float32
+        """
+        return encode_targets(y, self, name=name)
+
+    def decode(self, masks):
+        """Bool channel masks (as :meth:`PostProcessing.apply` gives) as masks like ``y``.
+
+        Parameters
+        ----------
+        masks : ndarray of shape (n, H, W, n_outputs), bool, or list of (H_i, W_i, n_outputs)
+            A list (images of different sizes) gives a list, one mask per image.
+
+        Returns
+        -------
+        masks : ndarray or list of ndarray
+            Binary masks with the values of ``classes``, multiclass label maps or
+            multilabel 0/1 masks, shaped like the fitted ``y``.
+        """
+        if isinstance(masks, list):
+            return [decode_masks(mask[np.newaxis], self)[0] for mask in masks]
+        return decode_masks(masks, self)
 
     @property
     def n_outputs(self):

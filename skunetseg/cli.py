@@ -359,7 +359,7 @@ def _set_tta(model, tta):
 def _evaluate(args):
     import numpy as np
 
-    from ._targets import encode_targets
+    from ._base import binarizes_masks
     from .io import load_image_folder, read_image, read_mask
     from .metrics import dice_per_pair
 
@@ -368,17 +368,18 @@ def _evaluate(args):
     model = _load(args.model_dir)
     images, masks = load_image_folder(args.images_dir, args.masks_dir,
                                       mask_suffix=args.mask_suffix)
+    binarize = binarizes_masks(model)  # read the masks as the model read its training masks
     pair_dice, truth_empty, pred_empty = [], [], []
     for start in range(0, len(images), args.batch_size):
         chunk = slice(start, start + args.batch_size)
         for proba, mask_path in zip(model.predict_proba(images[chunk]), masks[chunk],
                                     strict=True):
-            truth = encode_targets(read_mask(mask_path)[np.newaxis], model._encoding,
-                                   name="MASKS_DIR") > 0.5
+            truth = model.encoding_.encode(read_mask(mask_path, binarize=binarize)[np.newaxis],
+                                           name="MASKS_DIR") > 0.5
             if truth.shape[1:3] != proba.shape[:2]:
                 raise CommandError(f"the mask {str(mask_path)!r} is {truth.shape[1:3]} for an "
                                    f"image of {proba.shape[:2]}.")
-            predicted = model._binary_masks(proba[np.newaxis])
+            predicted = model.postprocessing_.apply(proba[np.newaxis])
             pair_dice.append(dice_per_pair(truth, predicted)[0])
             truth_empty.append(~truth.any(axis=(1, 2))[0])
             pred_empty.append(~predicted.any(axis=(1, 2))[0])

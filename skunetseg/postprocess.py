@@ -39,6 +39,7 @@ __all__ = [
     "ACTIVATIONS",
     "DEFAULT_THRESHOLDS",
     "DEFAULT_MIN_AREAS",
+    "PostProcessing",
     "PostprocessingSearch",
     "postprocess",
     "tune_postprocessing",
@@ -251,21 +252,79 @@ def check_postprocessing(n_classes, *, threshold=0.5, min_area=0, min_component_
     return threshold, min_area, min_component_area
 
 
-def applied_postprocessing(estimator, encoding):
-    """The (threshold, min_area, min_component_area) a fitted ``estimator`` applies.
+@dataclass(frozen=True)
+class PostProcessing:
+    """Post-processing settings that apply themselves: the ``postprocessing_`` of a segmenter.
 
-    Its own validated settings when it exposes them (as
-    :class:`~skunetseg.UNetSegmenter` does), else its ``threshold``, ``min_area``
-    and ``min_component_area`` parameters where it has them, else the defaults
-    of :func:`postprocess`.
+    Every fitted skunetseg segmenter has one as ``postprocessing_``; a wrapped
+    segmenter provides one too (see the user guide's page "How to wrap your own
+    segmenter"). Build it with :meth:`from_params`, which validates the values.
+
+    Attributes
+    ----------
+    threshold : tuple of float of length K, or None
+        Per-class probability threshold (None with softmax outputs, which take
+        the argmax).
+    min_area, min_component_area : tuple of float of length K
+        Per-class area filters, in the units of :func:`postprocess`.
+    activation : {"sigmoid", "softmax"}
+        The output activation the probabilities come from.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skunetseg.postprocess import PostProcessing
+    >>> settings = PostProcessing.from_params(1, threshold=0.3, min_area=2)
+    >>> settings.threshold, settings.min_area
+    ((0.3,), (2.0,))
+    >>> proba = np.zeros((1, 4, 4, 1))
+    >>> proba[0, 0, 0] = 0.9  # one pixel: under min_area
+    >>> bool(settings.apply(proba).any())
+    False
     """
-    own = getattr(estimator, "_postprocessing", None)
-    if own is not None:
-        return own(encoding)
-    params = estimator.get_params(deep=False) if hasattr(estimator, "get_params") else {}
-    defaults = {"threshold": 0.5, "min_area": 0, "min_component_area": 0}
-    return tuple(default if params.get(name) is None else params[name]
-                 for name, default in defaults.items())
+
+    threshold: tuple | None
+    min_area: tuple
+    min_component_area: tuple
+    activation: str = "sigmoid"
+
+    @classmethod
+    def from_params(cls, n_outputs, *, threshold=0.5, min_area=0, min_component_area=0,
+                    activation="sigmoid"):
+        """Validated settings for ``n_outputs`` channels (a scalar applies to all of them).
+
+        With softmax outputs the threshold is dropped: the masks are the argmax.
+        """
+        if activation == "softmax":
+            threshold = None
+        threshold, min_area, min_component_area = check_postprocessing(
+            n_outputs, threshold=threshold, min_area=min_area,
+            min_component_area=min_component_area, activation=activation)
+        return cls(None if threshold is None else tuple(threshold.tolist()),
+                   tuple(min_area.tolist()), tuple(min_component_area.tolist()), activation)
+
+    @property
+    def params(self):
+        """The keyword arguments of :func:`postprocess` these settings stand for."""
+        return {"threshold": self.threshold, "min_area": self.min_area,
+                "min_component_area": self.min_component_area, "activation": self.activation}
+
+    def apply(self, proba):
+        """Bool masks of the probability maps: :func:`postprocess` with these settings.
+
+        Parameters
+        ----------
+        proba : array-like of shape (n_images, H, W, K), or list of (H_i, W_i, K) arrays
+            Probability maps; a list (images of different sizes) is processed
+            image by image, each at its own size.
+
+        Returns
+        -------
+        masks : ndarray of bool of shape (n_images, H, W, K), or list of them per image
+        """
+        if isinstance(proba, list):
+            return [postprocess(p[np.newaxis], **self.params)[0] for p in proba]
+        return postprocess(proba, **self.params)
 
 
 def postprocess(proba, *, threshold=0.5, min_area=0, min_component_area=0, activation="sigmoid"):
@@ -324,6 +383,32 @@ def postprocess(proba, *, threshold=0.5, min_area=0, min_component_area=0, activ
     return masks
 
 
+def _size_groups(proba, y_true):
+    """``[(proba, bool truth)]`` per image size: one group for arrays, several for lists."""
+    if not isinstance(proba, list):
+        proba = _check_proba(proba)
+        true = _as_binary_masks(y_true, None, "y_true")
+        if true.shape != proba.shape:
+            raise ValueError(
+                f"y_true must have the shape of proba, {proba.shape}; got {np.shape(y_true)}."
+            )
+        if proba.shape[0] == 0:
+            raise ValueError("tune_postprocessing needs at least one image; proba holds none.")
+        return [(proba, true)]
+    if not isinstance(y_true, list) or len(y_true) != len(proba):
+        raise ValueError("With proba a list of per-image maps, y_true must be a list of as "
+                         f"many masks; got {type(y_true).__name__} of length {len(y_true)} "
+                         f"for {len(proba)} maps.")
+    if not proba:
+        raise ValueError("tune_postprocessing needs at least one image; proba holds none.")
+    by_shape = {}
+    for index, image_proba in enumerate(proba):
+        by_shape.setdefault(np.shape(image_proba), []).append(index)
+    return [_size_groups(np.stack([proba[i] for i in rows]),
+                         np.stack([np.asarray(y_true[i]) for i in rows]))[0]
+            for rows in by_shape.values()]
+
+
 def _candidates(values, default, name, *, threshold):
     """Return the candidate grid of the search as a non-empty 1-D float array."""
     if values is None:
@@ -364,10 +449,13 @@ def tune_postprocessing(proba, y_true, *, thresholds=None, min_areas=None, activ
 
     Parameters
     ----------
-    proba : array-like of shape (n_images, H, W, K)
+    proba : array-like of shape (n_images, H, W, K), or list of (H_i, W_i, K) arrays
         Predicted probabilities on held-out images (not the training images).
-    y_true : array-like of shape (n_images, H, W, K)
-        The true masks, one binary channel per class (one-hot with softmax outputs).
+        A list holds images of different sizes: they are scored together
+        (grouped by size), every image counting once.
+    y_true : array-like of shape (n_images, H, W, K), or list of (H_i, W_i, K) arrays
+        The true masks, one binary channel per class (one-hot with softmax outputs);
+        a list when ``proba`` is one.
     thresholds : sequence of float, default=None
         Candidate thresholds, in (0, 1), tried for every class. None: 0.05 to
         0.95 in steps of 0.05 (:data:`DEFAULT_THRESHOLDS`). Sigmoid outputs
@@ -416,15 +504,9 @@ def tune_postprocessing(proba, y_true, *, thresholds=None, min_areas=None, activ
     (0.5, 1.0)
     """
     _check_activation(activation)
-    proba = _check_proba(proba)
-    true = _as_binary_masks(y_true, None, "y_true")
-    if true.shape != proba.shape:
-        raise ValueError(
-            f"y_true must have the shape of proba, {proba.shape}; got {np.shape(y_true)}."
-        )
-    if proba.shape[0] == 0:
-        raise ValueError("tune_postprocessing needs at least one image; proba holds none.")
-    n_classes = proba.shape[-1]
+    groups = _size_groups(proba, y_true)
+    n_images = sum(len(group_proba) for group_proba, _ in groups)
+    n_classes = groups[0][0].shape[-1]
     if activation == "softmax":
         if thresholds is not None:
             raise ValueError(
@@ -435,22 +517,27 @@ def tune_postprocessing(proba, y_true, *, thresholds=None, min_areas=None, activ
     else:
         threshold_grid = _candidates(thresholds, DEFAULT_THRESHOLDS, "thresholds", threshold=True)
     area_grid = _candidates(min_areas, DEFAULT_MIN_AREAS, "min_areas", threshold=False)
-    area_pixels = _pixel_counts(area_grid, proba.shape[1] * proba.shape[2])  # (M,)
 
-    true_empty = ~true.any(axis=(1, 2))  # (n, K): the Dice of an erased mask
-    scores = np.empty((len(threshold_grid), len(area_grid), n_classes))
-    for t, threshold in enumerate(threshold_grid):
-        masks = _masks(proba, threshold, activation)
-        dice = dice_per_pair(true, masks)  # (n, K) before any area filter
-        areas = np.count_nonzero(masks, axis=(1, 2))
-        kept = areas >= area_pixels[:, np.newaxis, np.newaxis]  # (M, n, K)
-        scores[t] = np.where(kept, dice, true_empty).mean(axis=1)
+    # summed over the images of every size, then averaged: (thresholds, min_areas, classes)
+    scores = np.zeros((len(threshold_grid), len(area_grid), n_classes))
+    for group_proba, true in groups:
+        area_pixels = _pixel_counts(area_grid, true.shape[1] * true.shape[2])  # (M,)
+        true_empty = ~true.any(axis=(1, 2))  # (n, K): the Dice of an erased mask
+        for t, threshold in enumerate(threshold_grid):
+            masks = _masks(group_proba, threshold, activation)
+            dice = dice_per_pair(true, masks)  # (n, K) before any area filter
+            areas = np.count_nonzero(masks, axis=(1, 2))
+            kept = areas >= area_pixels[:, np.newaxis, np.newaxis]  # (M, n, K)
+            scores[t] += np.where(kept, dice, true_empty).sum(axis=1)
+    scores /= n_images
 
     # rank every (threshold, min_area) candidate for the ties: smaller area, then nearer 0.5
     order = np.lexsort((
         np.nan_to_num(np.repeat(threshold_grid, len(area_grid))),
         np.nan_to_num(np.abs(np.repeat(threshold_grid, len(area_grid)) - 0.5)),
-        np.tile(area_pixels, len(threshold_grid)),
+        # areas in pixels at the (first) image size: a fraction and a count compare
+        np.tile(_pixel_counts(area_grid, groups[0][1].shape[1] * groups[0][1].shape[2]),
+                len(threshold_grid)),
     ))
     rank = np.empty(order.size)
     rank[order] = np.arange(order.size)
@@ -463,11 +550,15 @@ def tune_postprocessing(proba, y_true, *, thresholds=None, min_areas=None, activ
         chosen_thresholds = None
     else:
         chosen_thresholds = tuple(threshold_grid[best_threshold].tolist())
-    before = dice_per_pair(true, _masks(proba, 0.5, activation)).mean(axis=0)
-    after = dice_per_pair(
-        true, postprocess(proba, threshold=chosen_thresholds, min_area=chosen_areas,
-                          activation=activation)
-    ).mean(axis=0)
+
+    def mean_dice(threshold, min_area):
+        return np.concatenate([
+            dice_per_pair(true, postprocess(group_proba, threshold=threshold, min_area=min_area,
+                                            activation=activation))
+            for group_proba, true in groups]).mean(axis=0)
+
+    before = mean_dice(0.5 if activation == "sigmoid" else None, 0)
+    after = mean_dice(chosen_thresholds, chosen_areas)
     if activation == "softmax" and after.mean() < before.mean():
         chosen_areas[:] = 0.0
         after = before

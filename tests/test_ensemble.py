@@ -7,14 +7,12 @@ from conftest import SMALL, predict_in_fresh_process, synthetic_images
 from sklearn.base import BaseEstimator, clone
 from sklearn.model_selection import GroupKFold, KFold, cross_val_score
 
-from skunetseg import FoldEnsemble, UNetSegmenter, dice_scorer
-from skunetseg._base import SegmenterMixin
-from skunetseg._targets import encode_targets, fit_target_encoding
+from skunetseg import FoldEnsemble, TargetEncoding, UNetSegmenter, dice_scorer
 from skunetseg.metrics import dice_score
-from skunetseg.postprocess import postprocess
+from skunetseg.postprocess import PostProcessing, postprocess
 
 
-class ProbabilityStub(SegmenterMixin, BaseEstimator):
+class ProbabilityStub(BaseEstimator):
     """A stand-in segmenter whose "probabilities" are its input images, shifted by ``bias``.
 
     It refuses to predict the images it was trained on (NaN), so any use of a training
@@ -28,9 +26,13 @@ class ProbabilityStub(SegmenterMixin, BaseEstimator):
         self.min_component_area = min_component_area
 
     def fit(self, X, y, validation_data=None):
-        self._encoding = fit_target_encoding(y)
-        self.classes_, self.n_classes_ = self._encoding.classes, len(self._encoding.classes)
-        self.target_type_ = self._encoding.target_type
+        # the public contract of a wrapped segmenter (docs/contract.md)
+        self.encoding_ = TargetEncoding.from_targets(y)
+        self.postprocessing_ = PostProcessing.from_params(
+            self.encoding_.n_outputs, threshold=self.threshold, min_area=self.min_area,
+            min_component_area=self.min_component_area, activation=self.encoding_.activation)
+        self.classes_, self.n_classes_ = self.encoding_.classes, len(self.encoding_.classes)
+        self.target_type_ = self.encoding_.target_type
         self.trained_on_ = np.asarray(X).copy()
         self.validation_data_ = validation_data
         self.fitted_bias_ = self.bias + 0.01 * len(X)  # differs between folds
@@ -42,10 +44,6 @@ class ProbabilityStub(SegmenterMixin, BaseEstimator):
         seen = (X[:, None] == self.trained_on_[None]).all(axis=(2, 3)).any(axis=1)
         proba[seen] = np.nan
         return proba
-
-    def _binary_masks(self, proba):
-        return postprocess(proba, threshold=self.threshold, min_area=self.min_area,
-                           min_component_area=self.min_component_area)
 
 
 def probability_maps(n=12, size=16, seed=0):
@@ -113,7 +111,7 @@ def test_tuning_finds_the_threshold_and_min_area_on_out_of_fold_predictions():
                         min_area=ensemble.min_areas_)[..., 0]
     stub_only = FoldEnsemble(ProbabilityStub(), cv=3, random_state=0).fit(X, y)
     assert stub_only.thresholds_.tolist() == [0.5]  # untuned: the estimator's own
-    np.testing.assert_array_equal(ensemble._binary_masks(X[..., None])[..., 0], masks)
+    np.testing.assert_array_equal(ensemble.postprocessing_.apply(X[..., None])[..., 0], masks)
 
 
 def test_explicit_postprocessing_overrides_the_estimator_s():
@@ -177,9 +175,9 @@ def test_unet_fold_ensemble_predicts_and_scores(fitted_ensemble, binary_data):
     assert proba.shape == (*X.shape, 1) and proba.dtype == np.float32
     masks = fitted_ensemble.predict(X)
     assert masks.shape == y.shape and fitted_ensemble.classes_.tolist() == [0, 1]
-    truth = encode_targets(y, fitted_ensemble._encoding) > 0.5
+    truth = fitted_ensemble.encoding_.encode(y) > 0.5
     assert fitted_ensemble.score(X, y) == pytest.approx(
-        dice_score(truth, fitted_ensemble._binary_masks(proba)))
+        dice_score(truth, fitted_ensemble.postprocessing_.apply(proba)))
     # each fold model watched its held-out fold
     assert all("val_dice" in m.history_[0] for m in fitted_ensemble.estimators_)
 

@@ -21,17 +21,21 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils.validation import check_is_fitted
 
-from skunetseg import FoldEnsemble, PresenceClassifier, UNetSegmenter, dice_score, dice_scorer
-from skunetseg._base import SegmenterMixin
+from skunetseg import (
+    FoldEnsemble,
+    PresenceClassifier,
+    TargetEncoding,
+    UNetSegmenter,
+    dice_score,
+    dice_scorer,
+)
 from skunetseg._false_positive import (
     FEATURE_NAMES,
     FalsePositiveFilter,
     best_threshold,
     probability_features,
 )
-from skunetseg._images import check_images
-from skunetseg._targets import fit_target_encoding
-from skunetseg.postprocess import postprocess
+from skunetseg.postprocess import PostProcessing
 
 #: (event, model, image ids) for every fit and predict of the stand-ins.
 EVENTS = []
@@ -44,31 +48,42 @@ def image_ids(X):
     return frozenset(np.asarray(X)[:, 0, 0].reshape(len(X), -1)[:, 0].tolist())
 
 
-class BrightnessSegmenter(SegmenterMixin, BaseEstimator):
-    """Instant stand-in for UNetSegmenter: a pixel's probability is its brightness."""
+def brightness(X):
+    """uint8 images as float32 ``(n, H, W, C)`` in [0, 1]."""
+    X = np.asarray(X)
+    return (X[..., np.newaxis] if X.ndim == 3 else X).astype(np.float32) / 255
+
+
+class BrightnessSegmenter(BaseEstimator):
+    """Instant stand-in for UNetSegmenter: a pixel's probability is its brightness.
+
+    It meets the public segmenter contract (docs/contract.md) and nothing more.
+    """
 
     def __init__(self, threshold=0.5):
         self.threshold = threshold
 
     def fit(self, X, y, validation_data=None):
-        self._encoding = fit_target_encoding(y)
-        self.classes_ = self._encoding.classes
+        self.encoding_ = TargetEncoding.from_targets(y)
+        self.postprocessing_ = PostProcessing.from_params(
+            self.encoding_.n_outputs, threshold=self.threshold,
+            activation=self.encoding_.activation)
+        self.classes_ = self.encoding_.classes
         self.n_classes_ = len(self.classes_)
-        self.target_type_ = self._encoding.target_type
-        self.n_channels_in_ = check_images(X).shape[-1]
+        self.target_type_ = self.encoding_.target_type
         EVENTS.append(("fit", self, image_ids(X)))
         return self
 
     def predict_proba(self, X):
         check_is_fitted(self)
         EVENTS.append(("predict", self, image_ids(X)))
-        proba = check_images(X)[..., :self._encoding.n_outputs]
+        proba = brightness(X)[..., :self.encoding_.n_outputs]
         if self.target_type_ == "multiclass":
             proba = proba / proba.sum(axis=-1, keepdims=True)
         return proba
 
-    def _binary_masks(self, proba):
-        return postprocess(proba, threshold=self.threshold, activation=self._encoding.activation)
+    def predict(self, X):
+        return self.encoding_.decode(self.postprocessing_.apply(self.predict_proba(X)))
 
 
 class PresenceLookup(ClassifierMixin, BaseEstimator):
@@ -87,7 +102,7 @@ class PresenceLookup(ClassifierMixin, BaseEstimator):
         EVENTS.append(("predict", self, image_ids(X)))
         X = np.asarray(X)
         if self.table is None:
-            return check_images(X).max(axis=(1, 2))[:, :len(self.classes_)]
+            return brightness(X).max(axis=(1, 2))[:, :len(self.classes_)]
         return np.array([self.table[i] for i in X[:, 0, 0].reshape(len(X), -1)[:, 0]],
                         dtype=float).reshape(len(X), -1)
 
@@ -195,14 +210,14 @@ def test_max_blanked_budgets_the_tuned_threshold():
 
     def fit(**params):
         model = FalsePositiveFilter(BrightnessSegmenter(), PresenceLookup(table),
-                                    tune_threshold=True, **params)
+                                    tune_threshold=True, cv=None, **params)
         return model.fit(X, y, validation_data=(X_val, y_val))
 
     free = fit()  # blanks the four false positives and object 64
-    np.testing.assert_allclose(free.threshold_, [0.675])
+    np.testing.assert_allclose(free.presence_thresholds_, [0.675])
     assert free.fp_rate_ == 0 and free.blanked_rate_ == 0.5
     budgeted = fit(max_blanked=0.4)  # keeps 64, and so the false positives above it
-    np.testing.assert_allclose(budgeted.threshold_, [0.25])
+    np.testing.assert_allclose(budgeted.presence_thresholds_, [0.25])
     assert budgeted.fp_rate_ == 0.5 and budgeted.blanked_rate_ == 0
 
 
@@ -214,7 +229,7 @@ TABLE = {50: 0.9, 51: 0.2, 52: 0.1, 53: 0.8, 54: 0.3, 55: 0.1, 56: 0.95}
 def fit_lookup_filter(**params):
     X, y = salt_like(20)
     X_val, y_val = make_images(VALIDATION_KINDS, first_id=50)
-    model = FalsePositiveFilter(BrightnessSegmenter(), PresenceLookup(TABLE), **params)
+    model = FalsePositiveFilter(BrightnessSegmenter(), PresenceLookup(TABLE), cv=None, **params)
     return model.fit(X, y, validation_data=(X_val, y_val)), X_val, y_val
 
 
@@ -228,7 +243,7 @@ def test_diagnostics_by_hand_on_the_validation_data():
     assert model.dice_before_ == pytest.approx(4 / 7)  # 52, 53, 54, 56 score 1
     assert model.dice_ == pytest.approx(4 / 7)  # 51, 52, 53, 56 score 1
     assert model.n_held_out_ == 7 and model.kind_ == "image"
-    np.testing.assert_array_equal(model.threshold_, [0.5])
+    np.testing.assert_array_equal(model.presence_thresholds_, [0.5])
     expected = model.segmenter_.predict(X_val)
     expected[[1, 2, 4, 5]] = 0
     np.testing.assert_array_equal(model.predict(X_val), expected)
@@ -238,11 +253,11 @@ def test_diagnostics_by_hand_on_the_validation_data():
 def test_tuned_threshold_maximises_the_held_out_dice():
     model, X_val, y_val = fit_lookup_filter(tune_threshold=True)
     # blanking the scores 0.1, 0.1 and 0.2 gains 51 without losing 54 (0.3)
-    np.testing.assert_allclose(model.threshold_, [0.25])
+    np.testing.assert_allclose(model.presence_thresholds_, [0.25])
     assert model.dice_ == pytest.approx(5 / 7)
     assert model.fp_rate_ == pytest.approx(1 / 3) and model.blanked_rate_ == 0
     for threshold in np.linspace(0, 1, 21):
-        fixed, _, _ = fit_lookup_filter(threshold=threshold)
+        fixed, _, _ = fit_lookup_filter(presence_threshold=threshold)
         assert fixed.dice_ <= model.dice_ + 1e-12
 
 
@@ -251,7 +266,7 @@ def test_frozen_segmenter_is_used_as_it_is():
     segmenter = BrightnessSegmenter().fit(X, y)
     X_val, y_val = make_images(VALIDATION_KINDS, first_id=50)
     EVENTS.clear()
-    model = FalsePositiveFilter(FrozenEstimator(segmenter), PresenceLookup(TABLE))
+    model = FalsePositiveFilter(FrozenEstimator(segmenter), PresenceLookup(TABLE), cv=None)
     model.fit(X, y, validation_data=(X_val, y_val))
     assert model.segmenter_.estimator is segmenter
     assert not [m for event, m, _ in EVENTS if event == "fit" and m is segmenter]
@@ -324,18 +339,24 @@ def test_auto_picks_the_image_classifier():
     model = FalsePositiveFilter(UNetSegmenter("vgg16", epochs=3))
     kind, classifier = model._get_classifier()
     assert kind == "image" and isinstance(classifier, PresenceClassifier)
-    assert (classifier.backbone, classifier.epochs) == ("vgg16", 3)
+    assert classifier.backbone == "vgg16"
     assert model.classifier == "auto"  # the parameter is left alone
 
 
-def test_image_kind_copies_the_segmenters_training_settings():
-    segmenter = UNetSegmenter("resnet18", epochs=7, batch_size=4, augment="flips",
-                              threshold=0.3, random_state=3)
+def test_image_kind_takes_only_the_documented_parameters_from_the_segmenter():
+    segmenter = UNetSegmenter("resnet18", encoder_weights="imagenet", input_size=(64, 64),
+                              epochs=7, batch_size=4, augment="flips", threshold=0.3,
+                              fit_in_subprocess=True, random_state=3)
     kind, classifier = FalsePositiveFilter(segmenter, "image")._get_classifier()
     assert kind == "image" and isinstance(classifier, PresenceClassifier)
-    assert (classifier.backbone, classifier.epochs, classifier.batch_size,
-            classifier.augment, classifier.random_state) == ("resnet18", 7, 4, "flips", 3)
-    assert classifier.threshold == PresenceClassifier().threshold
+    changed = {name: value for name, value in classifier.get_params().items()
+               if value != PresenceClassifier().get_params()[name]}
+    assert changed == {"backbone": "resnet18", "encoder_weights": "imagenet",
+                       "input_size": (64, 64), "random_state": 3}
+    # from the model inside a fold ensemble too
+    ensemble = FoldEnsemble(UNetSegmenter("vgg16", input_size=(32, 32)), random_state=1)
+    _, inner = FalsePositiveFilter(ensemble, "image")._get_classifier()
+    assert (inner.backbone, inner.input_size) == ("vgg16", (32, 32))
 
 
 def test_a_class_present_in_every_image_is_never_blanked():
@@ -365,7 +386,7 @@ def test_per_class_thresholds_blank_each_class_on_its_own():
     X, y = two_class_images()
     table = {i: (0.1 * i, 1 - 0.1 * i) for i in range(8)}
     model = FalsePositiveFilter(BrightnessSegmenter(), PresenceLookup(table),
-                                threshold=[0.25, 0.45], cv=2).fit(X, y)
+                                presence_threshold=[0.25, 0.45], cv=2).fit(X, y)
     proba, plain = model.predict_proba(X), model.segmenter_.predict_proba(X)
     for i in range(8):
         for k, kept in enumerate((0.1 * i > 0.25, 1 - 0.1 * i > 0.45)):
@@ -381,7 +402,7 @@ def test_multiclass_moves_a_blanked_class_onto_the_background():
     y = rng.integers(0, 3, size=(6, SIZE, SIZE))
     table = {i: (0.9, 0.9) if i % 2 else (0.1, 0.9) for i in range(6)}  # even: class 1 absent
     model = FalsePositiveFilter(BrightnessSegmenter(), PresenceLookup(table), cv=2).fit(X, y)
-    assert model.threshold_.shape == (2,)  # no threshold for the background
+    assert model.presence_thresholds_.shape == (2,)  # no threshold for the background
     proba, plain = model.predict_proba(X), model.segmenter_.predict_proba(X)
     np.testing.assert_allclose(proba.sum(axis=-1), 1, rtol=1e-6)
     np.testing.assert_array_equal(proba[0::2, ..., 1], 0)
@@ -395,9 +416,9 @@ def test_clone_and_nested_params():
     model = FalsePositiveFilter(BrightnessSegmenter(threshold=0.4), "features", cv=5)
     params = model.get_params()
     assert params["segmenter__threshold"] == 0.4 and params["cv"] == 5
-    model.set_params(segmenter__threshold=0.6, threshold=[0.7])
+    model.set_params(segmenter__threshold=0.6, presence_threshold=[0.7])
     copy = clone(model)
-    assert copy.segmenter.threshold == 0.6 and copy.threshold == [0.7]
+    assert copy.segmenter.threshold == 0.6 and copy.presence_threshold == [0.7]
     X, y = salt_like(20)
     model.fit(X, y)
     assert not hasattr(clone(model), "segmenter_")
@@ -419,15 +440,15 @@ def test_pipeline_last_step_and_grid_search():
     pipeline.fit(X, y)
     assert pipeline.predict(X).shape == y.shape
     assert pipeline.score(X, y) == pytest.approx(dice_score(y, pipeline.predict(X)))
-    search = GridSearchCV(pipeline, {"falsepositivefilter__threshold": [0.0, 0.5, 1.0]},
+    search = GridSearchCV(pipeline, {"falsepositivefilter__presence_threshold": [0.0, 0.5, 1.0]},
                           cv=KFold(2), scoring=dice_scorer).fit(X, y)
-    assert search.best_params_["falsepositivefilter__threshold"] in (0.0, 0.5, 1.0)
+    assert search.best_params_["falsepositivefilter__presence_threshold"] in (0.0, 0.5, 1.0)
 
 
 def test_inside_a_fold_ensemble():
     X, y = salt_like(30)
     fp_filter = FalsePositiveFilter(BrightnessSegmenter(threshold=0.4), "features",
-                                    threshold=0.9, cv=2)
+                                    presence_threshold=0.9, cv=2)
     ensemble = FoldEnsemble(fp_filter, cv=3, random_state=0).fit(X, y)
     assert_never_predicted_own_training_images()  # out of fold all the way down
     # the ensemble thresholds pixels as the segmenter does, not at the filter's presence cut
@@ -439,10 +460,11 @@ def test_inside_a_fold_ensemble():
 
 # ---------------------------------------------------------------- bad input
 @pytest.mark.parametrize("params, error, match", [
-    (dict(threshold=1.5), ValueError, "'threshold' parameter"),
+    (dict(presence_threshold=1.5), ValueError, "'presence_threshold' parameter"),
     (dict(max_blanked=-0.1), ValueError, "'max_blanked' parameter"),
-    (dict(threshold=[0.5, 0.5]), ValueError, r"one such float per class \(1\)"),
-    (dict(threshold=[[0.5]]), ValueError, r"one such float per class \(1\)"),
+    (dict(presence_threshold=[0.5, 0.5]), ValueError, r"one such float per class \(1\)"),
+    (dict(presence_threshold=[[0.5]]), ValueError, r"one such float per class \(1\)"),
+    (dict(cv=None), ValueError, "cv=None takes the held-out predictions from validation_data"),
     (dict(classifier="tree"), ValueError, "'classifier' parameter"),
     (dict(segmenter=object()), ValueError, "'segmenter' parameter"),
     (dict(cv=[(np.arange(10), np.arange(5)), (np.arange(10), np.arange(3, 8))]), ValueError,
@@ -477,8 +499,8 @@ def test_segmenter_fitted_on_other_classes_is_refused():
     X_val, y_val = make_images(VALIDATION_KINDS, first_id=50)
     with pytest.raises(ValueError, match=r"classes \[0, 255\], but y holds binary masks "
                                          r"with classes \[0, 1\]"):
-        FalsePositiveFilter(frozen, PresenceLookup(TABLE)).fit(X, y,
-                                                               validation_data=(X_val, y_val))
+        FalsePositiveFilter(frozen, PresenceLookup(TABLE), cv=None).fit(
+            X, y, validation_data=(X_val, y_val))
 
 
 # ------------------------------------------------------------- real networks
@@ -493,7 +515,7 @@ def image_filter(real_data):
     classifier = PresenceClassifier("vgg16", epochs=1, batch_size=4, validation_fraction=0,
                                     random_state=0)
     model = FalsePositiveFilter(UNetSegmenter(**SMALL, random_state=0), classifier,
-                                tune_threshold=True)
+                                tune_threshold=True, cv=None)
     return model.fit(X[:12], y[:12], validation_data=(X[12:], y[12:]))
 
 
@@ -501,12 +523,12 @@ def test_real_image_filter_predicts_the_segmenter_or_nothing(image_filter, real_
     X, y = real_data
     proba, plain = image_filter.predict_proba(X), image_filter.segmenter_.predict_proba(X)
     presence = image_filter.classifiers_[0].predict_proba(X)[:, 0]
-    for i, kept in enumerate(presence > image_filter.threshold_[0]):
+    for i, kept in enumerate(presence > image_filter.presence_thresholds_[0]):
         np.testing.assert_array_equal(proba[i], plain[i] if kept else 0)
     masks = image_filter.predict(X)
     assert masks.shape == y.shape and masks.dtype == y.dtype
     assert image_filter.score(X, y) == pytest.approx(dice_score(y, masks))
-    assert image_filter.n_held_out_ == 4 and 0 <= image_filter.threshold_[0] <= 1
+    assert image_filter.n_held_out_ == 4 and 0 <= image_filter.presence_thresholds_[0] <= 1
     assert image_filter.classes_.tolist() == [0, 1] and image_filter.target_type_ == "binary"
 
 

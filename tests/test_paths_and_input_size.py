@@ -1,5 +1,7 @@
 """File paths as X / y in UNetSegmenter (read batch by batch), and its input_size parameter."""
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -7,18 +9,17 @@ from conftest import SMALL, synthetic_images
 from sklearn.base import BaseEstimator
 from sklearn.model_selection import GridSearchCV, KFold, cross_val_score
 
-from skunetseg import FoldEnsemble, UNetSegmenter, dice_score
-from skunetseg._base import SegmenterMixin
+from skunetseg import FoldEnsemble, TargetEncoding, UNetSegmenter, dice_score, dice_scorer
 from skunetseg._images import (
     ArrayImages,
     PathImages,
     check_images,
-    image_source,
     load_labels,
     resize_images,
     restore_sizes,
 )
-from skunetseg._targets import fit_target_encoding
+from skunetseg.io import read_images
+from skunetseg.postprocess import PostProcessing
 
 #: One batch of 12 images and no validation split: the fastest tiny fit.
 ONE_BATCH = {**SMALL, "batch_size": 12, "random_state": 0}
@@ -230,8 +231,8 @@ def test_input_size_predicts_each_image_at_its_own_size(tmp_path):
 
 
 # ------------------------------------------------------------- meta-estimators (stubs)
-class ImageEcho(SegmenterMixin, BaseEstimator):
-    """Stub segmenter whose probability map is the image itself, read like UNetSegmenter."""
+class ImageEcho(BaseEstimator):
+    """Stub segmenter whose probability map is the image itself; the public contract only."""
 
     def __init__(self, threshold=0.5):
         self.threshold = threshold
@@ -240,16 +241,18 @@ class ImageEcho(SegmenterMixin, BaseEstimator):
         self.fit_files_ = [str(path) for path in X]
         self.valid_files_ = None if validation_data is None else [
             str(path) for path in validation_data[0]]
-        self._encoding = fit_target_encoding(load_labels(y))
-        self.classes_ = self._encoding.classes
-        self.n_classes_, self.target_type_ = len(self.classes_), self._encoding.target_type
+        masks = read_images(y, kind="mask") if isinstance(y[0], (str, Path)) else y
+        self.encoding_ = TargetEncoding.from_targets(masks)
+        self.postprocessing_ = PostProcessing.from_params(1, threshold=self.threshold)
+        self.classes_ = self.encoding_.classes
+        self.n_classes_, self.target_type_ = len(self.classes_), self.encoding_.target_type
         return self
 
     def predict_proba(self, X):
-        return image_source(X).take(slice(None))
+        return read_images(X)[..., np.newaxis] / 255
 
-    def _binary_masks(self, proba):
-        return proba > self.threshold
+    def predict(self, X):
+        return self.encoding_.decode(self.postprocessing_.apply(self.predict_proba(X)))
 
 
 def test_fold_ensemble_and_grid_search_index_paths(disc_files):
@@ -266,7 +269,8 @@ def test_fold_ensemble_and_grid_search_index_paths(disc_files):
         assert model.valid_files_ == [paths[i] for i in test]
     np.testing.assert_array_equal(ensemble.predict(np.array(paths)), X > 127.5)
 
-    search = GridSearchCV(ImageEcho(), {"threshold": [0.3, 0.6]}, cv=KFold(2)).fit(paths, y)
+    search = GridSearchCV(ImageEcho(), {"threshold": [0.3, 0.6]}, cv=KFold(2),
+                          scoring=dice_scorer).fit(paths, y)
     for index, threshold in enumerate([0.3, 0.6]):
         folds = [dice_score(y[test], X[test] / 255 > threshold)
                  for _, test in KFold(2).split(X)]
