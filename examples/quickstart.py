@@ -63,9 +63,9 @@ def main():
                           early_stopping_patience=15, reduce_lr_patience=6, random_state=0)
     start = time.perf_counter()
     model.fit(X[train], y[train])
+    best = model.history_[model.best_epoch_ - 1]
     print(f"trained {len(model.history_)} epochs in {time.perf_counter() - start:.0f} s "
-          f"(best epoch {model.best_epoch_}, validation Dice "
-          f"{model.history_[model.best_epoch_ - 1]['val_dice']:.3f})")
+          f"(best epoch {model.best_epoch_}, training Dice {best['dice']:.3f})")
 
     proba = model.predict_proba(X[test])[..., 0]
     full = resize_stack(proba, 512, cv2.INTER_LINEAR) > model.threshold

@@ -58,8 +58,9 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
     """U-Net image segmentation (segmentation-models on Keras 3) as a scikit-learn estimator.
 
     Trains a U-Net with a segmentation-models encoder on a stack of images and
-    masks, watching the validation Kaggle Dice for early stopping and learning
-    rate reduction, and predicts masks in the format it was fitted on.
+    masks, watching the Kaggle Dice (of held-out images, when asked) for early
+    stopping and learning rate reduction, and predicts masks in the format it
+    was fitted on.
 
     Images and masks are arrays, or lists of image files (PNG, JPEG, TIFF, 8- or
     16-bit, gray or colour) that ``fit``, ``predict_proba``, ``predict`` and
@@ -94,9 +95,12 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         ``predict`` returns 0/255 masks. For masks saved as JPEG or drawn
         anti-aliased: without it, masks whose values look like gray levels
         rather than labels raise a ValueError that says so.
-    loss : str or keras.losses.Loss, default="jaccard"
-        ``"jaccard"``, ``"dice"``, ``"bce"``, ``"focal"``, ``"bce_jaccard"``,
-        ``"bce_dice"`` or any Keras loss (see :mod:`skunetseg.losses`).
+    loss : str or keras.losses.Loss, default="bce_jaccard"
+        ``"bce_jaccard"`` (cross-entropy plus soft Jaccard, as most Kaggle
+        solutions), ``"jaccard"``, ``"dice"``, ``"bce"``, ``"focal"``,
+        ``"bce_dice"`` or any Keras loss (see :mod:`skunetseg.losses`). The
+        cross-entropy term keeps the probabilities low on images and classes
+        whose mask is empty, where one false pixel costs the whole pair's Dice.
     learning_rate : float, default=1e-3
         Initial learning rate of Adam.
     batch_size : int, default=8
@@ -106,10 +110,12 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         ``batch_size=16, accumulate_steps=8`` updates once per 128 images.
     epochs : int, default=50
         Most passes over the training images.
-    validation_fraction : float, default=0.1
+    validation_fraction : float, default=0.0
         Share of the training images held out (drawn with ``random_state``) to
-        watch ``val_dice`` when ``fit`` gets no ``validation_data``. With 0 the
-        training Dice is watched instead.
+        watch ``val_dice`` when ``fit`` gets no ``validation_data``. With 0 (the
+        default) every image trains and the training Dice is watched instead,
+        which at a fixed budget of epochs keeps about the last one; set 0.1 or
+        pass ``validation_data`` to stop early on held-out images.
     early_stopping_patience : int or None, default=10
         Epochs without a better watched Dice before training stops; None trains
         all ``epochs``. Either way the weights of the best epoch are kept.
@@ -135,15 +141,17 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         Post-processing: connected components smaller than this are erased
         before ``min_area`` is applied; same units as ``min_area``. See
         :mod:`skunetseg.postprocess`.
-    augment : None, str, Augmenter or albumentations pipeline, default=None
-        Training augmentation: ``"flips"``, ``"d4"`` (flips and 90° rotations),
+    augment : None, str, Augmenter or albumentations pipeline, default="flips"
+        Training augmentation: ``"flips"`` (left-right and upside-down, each with
+        probability 0.5), ``"d4"`` (flips and 90° rotations),
         ``"seed"`` (the Kaggle recipe: flips and shift-scale-rotate), an
         :class:`~skunetseg.augment.Augmenter` whose own parameters (probabilities,
         limits, ``crop_size``, brightness/contrast) a grid search can tune as
         ``augment__<name>``, or an albumentations pipeline (any callable
         ``pipeline(image=..., mask=...) -> dict``; see
         :class:`~skunetseg.augment.PipelineAugmenter`). Batches are augmented on
-        worker threads.
+        worker threads. None trains on the images as they are (for data whose
+        orientation matters).
     tta : None, "flips", "d4" or list, default=None
         Test-time augmentation in ``predict_proba``, ``predict`` and ``score``:
         predict flipped (``"flips"``: 4 views), flipped and rotated (``"d4"``: 8
@@ -292,12 +300,12 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         decoder_filters=(256, 128, 64, 32, 16),
         input_size=None,
         binarize_masks=False,
-        loss="jaccard",
+        loss="bce_jaccard",
         learning_rate=1e-3,
         batch_size=8,
         accumulate_steps=1,
         epochs=50,
-        validation_fraction=0.1,
+        validation_fraction=0.0,
         early_stopping_patience=10,
         reduce_lr_patience=5,
         reduce_lr_factor=0.5,
@@ -305,7 +313,7 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         threshold=0.5,
         min_area=0,
         min_component_area=0,
-        augment=None,
+        augment="flips",
         tta=None,
         tta_merge="mean",
         mixed_precision="auto",

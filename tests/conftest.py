@@ -13,7 +13,7 @@ import pytest
 #: a tiny fit; VGG16 traces fastest (about 9 s a fit on 2 CPU cores, against 12 s for
 #: resnet18), and skipping the validation split saves tracing the validation graph.
 SMALL = dict(backbone="vgg16", decoder_filters=(16, 8, 8, 4, 4), batch_size=4, epochs=1,
-             learning_rate=1e-2, validation_fraction=0)
+             learning_rate=1e-2, validation_fraction=0, augment=None)
 
 
 def synthetic_images(n=12, height=40, width=44, channels=1, seed=0):

@@ -32,7 +32,7 @@ def test_quickstart_quick_prints_the_test_dice_and_writes_the_overlay(tmp_path):
     overlay = tmp_path / "overlay.png"
     out = run_example("quickstart.py", "--quick", "--data-home", str(home), "--overlay",
                       str(overlay))
-    trained = re.search(r"trained (\d+) epochs in \d+ s \(best epoch (\d+), validation Dice "
+    trained = re.search(r"trained (\d+) epochs in \d+ s \(best epoch (\d+), training Dice "
                         + NUMBER + r"\)", out)
     assert trained and int(trained.group(1)) == 2 and 1 <= int(trained.group(2)) <= 2, out
     test = re.search(r"test Dice, membrane class, 512x512: " + NUMBER +
