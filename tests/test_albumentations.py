@@ -101,7 +101,7 @@ def test_segmenter_trains_with_a_pipeline_saves_and_pickles_it(tmp_path):
     from skunetseg import UNetSegmenter
 
     X, y = synthetic_images(n=8, height=32, width=32)
-    model = UNetSegmenter(**SMALL, augment=pipeline(), random_state=0).fit(X, y)
+    model = UNetSegmenter(**{**SMALL, "augment": pipeline()}, random_state=0).fit(X, y)
     model.save(tmp_path / "model")
     loaded = skunetseg.load(tmp_path / "model")
     assert A.to_dict(loaded.augment) == A.to_dict(model.augment)

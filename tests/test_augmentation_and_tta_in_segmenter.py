@@ -67,7 +67,7 @@ def test_multiclass_masks_stay_one_hot_with_background_fill():
 def test_fit_with_augmentation_and_crops_is_reproducible(binary_data):
     X, y = binary_data
     augment = Augmenter(crop_size=(32, 32), shift_scale_rotate_p=0.5)
-    params = dict(**SMALL, augment=augment, random_state=0)
+    params = {**SMALL, "augment": augment, "random_state": 0}
     first = UNetSegmenter(**params).fit(X, y).predict_proba(X)
     second = UNetSegmenter(**params).fit(X, y).predict_proba(X)
     np.testing.assert_array_equal(first, second)

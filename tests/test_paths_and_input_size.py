@@ -191,7 +191,7 @@ def test_fit_in_subprocess_sends_the_paths(disc_files, fitted_on_arrays_and_file
 def test_cross_val_score_over_paths_equals_over_arrays(disc_files):
     # augmented, several batches an epoch: files and arrays go through the same feed
     X, y, image_paths, mask_paths = disc_files
-    model = UNetSegmenter(**SMALL, augment="flips", random_state=0)
+    model = UNetSegmenter(**{**SMALL, "augment": "flips"}, random_state=0)
     cv = KFold(2, shuffle=True, random_state=0)
     on_files = cross_val_score(model, image_paths, mask_paths, cv=cv)
     on_arrays = cross_val_score(model, X, y, cv=cv)
