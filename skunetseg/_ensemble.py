@@ -26,6 +26,7 @@ from ._crossfit import (
     out_of_fold,
 )
 from ._export import ExportMixin
+from ._persistence import SaveMixin
 from ._segmenter import UNetSegmenter
 from .postprocess import PostProcessing, tune_postprocessing
 
@@ -50,7 +51,7 @@ def _mean_maps(probas):
     return total / np.float32(len(probas))
 
 
-class FoldEnsemble(ExportMixin, SegmenterMixin, BaseEstimator):
+class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
     """Train one model per cross-validation fold and average their probabilities.
 
     The Kaggle recipe: split the training images into folds, train a clone of
