@@ -22,7 +22,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 
 from ._images import pad_to_multiple
-from ._persistence import SaveMixin
+from ._persistence import PARAMS_FILE, SaveMixin
 
 
 def _keras_side():
@@ -82,7 +82,7 @@ class KerasModelMixin(SaveMixin):
         expected = (self._network_channels(), self._network_outputs())
         if found != expected:
             return (f"a network of {found[0]} input and {found[1]} output channel(s), but "
-                    f"the fitted attributes describe {expected[0]} and {expected[1]}")
+                    f"{PARAMS_FILE} describes {expected[0]} and {expected[1]}")
         self._model = model
         return None
 

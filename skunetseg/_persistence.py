@@ -65,7 +65,7 @@ __all__ = ["SaveMixin", "save_model", "load", "FORMAT_VERSION"]
 #: Version 2: any estimator tree; version 1 (a UNetSegmenter only) is still read.
 FORMAT_VERSION = 2
 _READABLE_VERSIONS = (1, 2)
-_PARAMS_FILE = "skunetseg.json"
+PARAMS_FILE = "skunetseg.json"
 _MODEL_FILE = "model.keras"
 _ARRAYS_FILE = "arrays.npz"
 _TYPE = "__type__"
@@ -266,8 +266,9 @@ class _Encoder:
             return {_TYPE: "ref", "path": self._seen[id(value)]}
         self._seen[id(value)] = path
         params = value.get_params(deep=False)
-        params.update(getattr(value, "_unsaved_params", {}))
-        unsaved = set(params) | set(getattr(value, "_unsaved_state", ()))
+        # class attributes: a FrozenEstimator forwards unknown attributes to its estimator
+        params.update(getattr(type(value), "_unsaved_params", {}))
+        unsaved = set(params) | set(getattr(type(value), "_unsaved_state", ()))
         node = {_TYPE: name,
                 "params": {key: self.encode(item, f"{path}.{key}")
                            for key, item in params.items()},
@@ -362,7 +363,7 @@ def save_model(estimator, path, *, overwrite=False):
             network.save(os.path.join(staging, file))
         if encoder.arrays:
             np.savez(os.path.join(staging, _ARRAYS_FILE), **encoder.arrays)
-        with open(os.path.join(staging, _PARAMS_FILE), "w", encoding="utf-8") as file:
+        with open(os.path.join(staging, PARAMS_FILE), "w", encoding="utf-8") as file:
             json.dump(document, file, indent=1, allow_nan=False)
         _atomic.replace_folder(staging, path)
     finally:
@@ -376,9 +377,9 @@ def _damaged(path, what):
 
 
 def _read_document(path):
-    params_file = os.path.join(path, _PARAMS_FILE)
+    params_file = os.path.join(path, PARAMS_FILE)
     if not os.path.isfile(params_file):
-        raise FileNotFoundError(f"{path!r} is not a saved skunetseg model: {_PARAMS_FILE} "
+        raise FileNotFoundError(f"{path!r} is not a saved skunetseg model: {PARAMS_FILE} "
                                 "is missing.")
     try:
         with open(params_file, encoding="utf-8") as file:
@@ -508,8 +509,7 @@ class _Decoder:
             if disagreement is not None:
                 files = ", ".join(repr(os.path.join(self.path, file))
                                   for file in networks.values())
-                raise _damaged(self.path, f"{files} holds {disagreement}, in {_PARAMS_FILE} "
-                               f"({path})")
+                raise _damaged(self.path, f"{files} holds {disagreement} (at {path})")
         self._objects[path] = estimator
         return estimator
 
@@ -567,7 +567,7 @@ def load(path):
     except (_Garbled, KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
         if isinstance(error, ValueError) and str(error).startswith(repr(path)):
             raise  # already names the folder and the file (a damaged archive, arrays.npz)
-        raise _damaged(path, f"{os.path.join(path, _PARAMS_FILE)!r} lacks or garbles an entry "
+        raise _damaged(path, f"{os.path.join(path, PARAMS_FILE)!r} lacks or garbles an entry "
                        f"({type(error).__name__}: {error})") from None
 
 

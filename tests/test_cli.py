@@ -172,14 +172,50 @@ def test_help_and_usage_errors(command, capsys):
     assert "the following arguments are required" in capsys.readouterr().err
 
 
-def test_folds_either_trains_or_refuses_before_training(folder, tmp_path):
-    from skunetseg import FoldEnsemble
+#: The tiny training options of the fits below.
+TINY = ("--backbone", "vgg16", "--decoder-filters", 16, 8, 8, 4, 4, "--epochs", 1,
+        "--batch-size", 4, "--learning-rate", 0.01, "--validation-fraction", 0,
+        "--random-state", 0, "-q")
 
-    if callable(getattr(FoldEnsemble, "save", None)):
-        pytest.skip("FoldEnsemble saves without pickle: --folds is covered by a full fit")
-    result = run_cli("fit", folder / "images", folder / "masks", "-o", tmp_path / "m",
-                     "--folds", 2, "--epochs", 1)
-    assert_clean_failure(result, "--folds", "cannot save a FoldEnsemble")
+
+def test_fit_with_folds_saves_a_fold_ensemble(folder, tmp_path):
+    import skunetseg
+
+    model_dir = tmp_path / "folds"
+    result = run_cli("fit", folder / "images", folder / "masks", "-o", model_dir, *TINY,
+                     "--folds", 2)
+    assert result.returncode == 0, result.stderr
+    model = skunetseg.load(model_dir)
+    assert isinstance(model, skunetseg.FoldEnsemble) and model.cv == 2
+    assert [member.epochs for member in model.estimators_] == [1, 1]
+    with open(model_dir / "history.csv") as file:
+        assert [row["fold"] for row in csv.DictReader(file)] == ["1", "2"]
+
+
+def test_fit_with_a_false_positive_filter_and_predict_with_tta(folder, tmp_path):
+    import skunetseg
+    from skunetseg.io import read_mask
+
+    model_dir, out = tmp_path / "filter", tmp_path / "masks"
+    result = run_cli("fit", folder / "images", folder / "masks", "-o", model_dir, *TINY,
+                     "--fp-filter", "--fp-classifier", "features", "--fp-cv", 2)
+    assert result.returncode == 0, result.stderr
+    model = skunetseg.load(model_dir)
+    assert isinstance(model, skunetseg.FalsePositiveFilter) and model.kind_ == "features"
+    assert model.tune_threshold and model.cv == 2 and model.segmenter_.verbose == 0
+    # --tta reaches the network inside the filter
+    result = run_cli("predict", model_dir, folder / "images", out, "--tta", "flips", "-q")
+    assert result.returncode == 0, result.stderr
+    model.segmenter_.set_params(tta="flips")
+    images, _ = image_paths(folder)
+    for path, mask in zip(images, model.predict(images), strict=True):
+        np.testing.assert_array_equal(read_mask(out / f"{path.stem}.png"), mask)
+
+
+@pytest.mark.parametrize("flags", [("--folds", 1), ("--fp-filter", "--fp-cv", 1)])
+def test_fold_counts_below_two_are_refused_before_training(folder, tmp_path, flags):
+    result = run_cli("fit", folder / "images", folder / "masks", "-o", tmp_path / "m", *flags)
+    assert_clean_failure(result, f"{flags[-2]} must be at least 2")
     assert "Epoch" not in result.stdout and not (tmp_path / "m").exists()
 
 
