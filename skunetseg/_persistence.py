@@ -215,7 +215,7 @@ class _Encoder:
         raise self.unsaveable(path, value)
 
     def scalar(self, value, path):
-        if value.dtype.kind not in "biuf":
+        if value.dtype.kind not in "biufU":
             raise self.unsaveable(path, value, f" (a NumPy {value.dtype} scalar)")
         item = value.item()
         if isinstance(item, float) and not math.isfinite(item):
@@ -279,7 +279,10 @@ class _Encoder:
             stem = _file_stem(path.partition(".")[2]) or "model"
             node["networks"] = {}
             for key, network in networks.items():
-                file = stem + ("" if key == "model" else f".{key}") + ".keras"
+                file = stem + ("" if key == "model" else f".{key}")
+                while file + ".keras" in self.networks:  # two paths made one stem
+                    file += "_"
+                file += ".keras"
                 self.networks[file] = network
                 node["networks"][key] = file
         return node

@@ -288,9 +288,11 @@ def _fit(args):
 def _members(model):
     """``model`` and every fitted estimator inside it: fold models, a filter's segmenter
     and classifiers, the model inside a FrozenEstimator."""
+    from sklearn.frozen import FrozenEstimator
+
     yield model
-    inner = [getattr(model, "segmenter_", None), getattr(model, "estimator", None)
-             if type(model).__name__ == "FrozenEstimator" else None,
+    inner = [getattr(model, "segmenter_", None),
+             model.estimator if isinstance(model, FrozenEstimator) else None,
              *(getattr(model, "estimators_", None) or []),
              *(getattr(model, "classifiers_", None) or [])]
     for member in inner:
