@@ -150,6 +150,10 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
     behind (an upstream leak): give the estimator ``fit_in_subprocess=True`` to
     train each fold in a process of its own.
 
+    ``save(path)`` and :func:`skunetseg.load` store the ensemble without pickle,
+    the fold models' networks included (see the user guide's page "Saving and
+    loading").
+
     Examples
     --------
     >>> from skunetseg import FoldEnsemble, UNetSegmenter

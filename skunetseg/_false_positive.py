@@ -357,6 +357,10 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
     targets, an absent class's probability is moved onto the background class
     (the first label), so that every pixel's probabilities still sum to 1.
 
+    ``save(path)`` and :func:`skunetseg.load` store the filter without pickle,
+    its segmenter and classifiers included (see the user guide's page "Saving
+    and loading").
+
     Examples
     --------
     >>> from skunetseg import FalsePositiveFilter, PresenceClassifier, UNetSegmenter
