@@ -207,6 +207,26 @@ def test_fit_with_a_false_positive_filter(folder, tmp_path):
     assert model.segmenter_.tta == "flips"
 
 
+def test_tta_and_verbose_reach_every_network_of_a_nested_model():
+    from sklearn.frozen import FrozenEstimator
+
+    from skunetseg import FalsePositiveFilter, FoldEnsemble, PresenceClassifier, UNetSegmenter
+    from skunetseg.cli import _set_everywhere, _set_tta
+
+    folds = FoldEnsemble(UNetSegmenter())
+    folds.estimators_ = [UNetSegmenter(verbose=1), UNetSegmenter(verbose=1)]
+    model = FalsePositiveFilter(folds)
+    model.segmenter_, model.classifiers_ = folds, [PresenceClassifier(verbose=1)]
+    frozen = FalsePositiveFilter(FrozenEstimator(UNetSegmenter(verbose=1)))
+    frozen.segmenter_ = frozen.segmenter
+    for tree in (model, frozen):
+        _set_tta(tree, "flips")  # what predict --tta does
+        _set_everywhere(tree, verbose=0)  # what fit and the loading commands do
+    networks = [*folds.estimators_, frozen.segmenter.estimator]
+    assert [member.tta for member in networks] == ["flips"] * 3
+    assert [member.verbose for member in [*networks, *model.classifiers_]] == [0] * 4
+
+
 @pytest.mark.parametrize("flags", [("--folds", 1), ("--fp-filter", "--fp-cv", 1)])
 def test_fold_counts_below_two_are_refused_before_training(folder, tmp_path, flags):
     result = run_cli("fit", folder / "images", folder / "masks", "-o", tmp_path / "m", *flags)
