@@ -233,7 +233,7 @@ class SegmenterMixin:
 
     @property
     def _encoding(self):
-        # the name skunetseg._persistence reads; the contract's name is encoding_
+        # the older private name; the contract's name is encoding_
         return self.encoding_
 
     def _prediction_source(self, X):

@@ -26,6 +26,7 @@ from ._crossfit import (
     out_of_fold,
 )
 from ._export import ExportMixin
+from ._persistence import SaveMixin
 from ._segmenter import UNetSegmenter
 from .postprocess import PostProcessing, tune_postprocessing
 
@@ -50,7 +51,7 @@ def _mean_maps(probas):
     return total / np.float32(len(probas))
 
 
-class FoldEnsemble(ExportMixin, SegmenterMixin, BaseEstimator):
+class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
     """Train one model per cross-validation fold and average their probabilities.
 
     The Kaggle recipe: split the training images into folds, train a clone of
@@ -148,6 +149,10 @@ class FoldEnsemble(ExportMixin, SegmenterMixin, BaseEstimator):
     Training ``k`` models in one process leaves TensorFlow's per-fit memory
     behind (an upstream leak): give the estimator ``fit_in_subprocess=True`` to
     train each fold in a process of its own.
+
+    ``save(path)`` and :func:`skunetseg.load` store the ensemble without pickle,
+    the fold models' networks included (see the user guide's page "Saving and
+    loading").
 
     Examples
     --------

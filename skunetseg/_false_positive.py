@@ -39,6 +39,7 @@ from ._crossfit import (
     make_folds,
 )
 from ._images import is_paths
+from ._persistence import SaveMixin
 from ._targets import fit_target_encoding
 from .io import binarize_mask, read_mask
 
@@ -226,7 +227,7 @@ def _encoding_of(y, values, binarize=False):
     return fit_target_encoding(np.asarray(union, dtype=dtype).reshape(1, 1, -1))
 
 
-class FalsePositiveFilter(SegmenterMixin, MetaEstimatorMixin, BaseEstimator):
+class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEstimator):
     """Blank a segmenter's masks of the classes a presence classifier finds absent.
 
     ``fit`` trains the segmenter and a classifier that predicts, per image and
@@ -355,6 +356,10 @@ class FalsePositiveFilter(SegmenterMixin, MetaEstimatorMixin, BaseEstimator):
     classes zeroed, a chunk of images at a time. For multiclass (softmax)
     targets, an absent class's probability is moved onto the background class
     (the first label), so that every pixel's probabilities still sum to 1.
+
+    ``save(path)`` and :func:`skunetseg.load` store the filter without pickle,
+    its segmenter and classifiers included (see the user guide's page "Saving
+    and loading").
 
     Examples
     --------

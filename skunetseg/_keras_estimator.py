@@ -22,6 +22,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 
 from ._images import pad_to_multiple
+from ._persistence import PARAMS_FILE, SaveMixin
 
 
 def _keras_side():
@@ -31,7 +32,7 @@ def _keras_side():
     return _model
 
 
-class KerasModelMixin:
+class KerasModelMixin(SaveMixin):
     """Persistence and input plumbing of an estimator backed by one Keras model.
 
     The estimator sets ``self._model`` at the end of ``fit`` and implements
@@ -58,8 +59,32 @@ class KerasModelMixin:
     #: The parameters that shape the network: changing one after fit needs a refit.
     _architecture_params = ("backbone", "encoder_weights")
 
+    # save/load (skunetseg._persistence): Keras callbacks are code, not saved; the network
+    # goes to its own Keras archive instead of the JSON
+    _unsaved_params = {"callbacks": None}
+    _unsaved_state = ("_model", "_weights", "_rebuild_lock")
+
     def _build_model(self, keras_side, encoder_weights, policy=None):
         raise NotImplementedError
+
+    def _network_outputs(self):
+        """Output channels of the network (what the fitted attributes say)."""
+        raise NotImplementedError
+
+    def _saved_networks(self):
+        if self.__dict__.get("_model") is None and self.__dict__.get("_weights") is None:
+            return {}  # not fitted (a template inside a meta-estimator)
+        return {"model": self.model_}
+
+    def _restore_networks(self, networks):
+        model = networks["model"]
+        found = (model.input_shape[-1], model.output_shape[-1])
+        expected = (self._network_channels(), self._network_outputs())
+        if found != expected:
+            return (f"a network of {found[0]} input and {found[1]} output channel(s), but "
+                    f"{PARAMS_FILE} describes {expected[0]} and {expected[1]}")
+        self._model = model
+        return None
 
     def _forget_model(self):
         """Drop the network and any weights left by unpickling, before a new fit."""

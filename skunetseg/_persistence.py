@@ -1,58 +1,321 @@
-"""Saving and loading UNetSegmenter without pickle.
+"""Saving and loading every skunetseg estimator without pickle: one format, one encoder.
 
-A saved model is a folder holding ``model.keras`` (the Keras archive of the
-network) and ``skunetseg.json`` (the estimator's parameters and fitted
-attributes). Loading reads the JSON and opens the archive with Keras'
-``safe_mode``, which refuses to deserialize arbitrary code (lambdas), unlike
-``pickle``/``joblib`` files, which run whatever code they hold when loaded.
+A saved estimator is a folder holding ``skunetseg.json``, one Keras archive
+(``.keras``) per trained network in the estimator tree, and ``arrays.npz``
+when some fitted array is large. The JSON describes the tree recursively: an
+estimator is ``{"__type__": <class name>, "params": {...}, "fitted": {...}}``
+(``"networks"`` names its archives), its parameters and fitted attributes
+encoded by :class:`_Encoder`, which keeps every Python type the estimators use
+(tuples, NumPy arrays and scalars, paths, :class:`~skunetseg.tta.Shift`,
+augmenters, Keras losses, cross-validation splitters, nested estimators...).
+
+Loading reads the JSON and builds only the classes of a fixed whitelist: the
+skunetseg estimators (which register themselves by subclassing
+:class:`SaveMixin`, so that this module never imports them), their value
+objects, and a few scikit-learn classes. Keras archives are opened in Keras'
+``safe_mode`` and ``arrays.npz`` with ``allow_pickle=False``: unlike
+``pickle``/``joblib`` files, nothing in a saved folder can run code when it is
+loaded.
 """
 
+import dataclasses
+import inspect
 import json
+import math
 import os
+import pathlib
+import re
 import shutil
-from numbers import Integral
+import sys
+import warnings
 
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.dummy import DummyClassifier
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import (
+    GroupKFold,
+    GroupShuffleSplit,
+    KFold,
+    LeaveOneGroupOut,
+    LeaveOneOut,
+    LeavePGroupsOut,
+    LeavePOut,
+    PredefinedSplit,
+    RepeatedKFold,
+    RepeatedStratifiedKFold,
+    ShuffleSplit,
+    StratifiedGroupKFold,
+    StratifiedKFold,
+    StratifiedShuffleSplit,
+    TimeSeriesSplit,
+)
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
 
 from . import _atomic
+from ._targets import TargetEncoding
+from .augment import Augmenter, PipelineAugmenter
+from .postprocess import PostProcessing
+from .tta import Dihedral, Shift
 
-FORMAT_VERSION = 1
-_PARAMS_FILE = "skunetseg.json"
+__all__ = ["SaveMixin", "save_model", "load", "FORMAT_VERSION"]
+
+#: Version 2: any estimator tree; version 1 (a UNetSegmenter only) is still read.
+FORMAT_VERSION = 2
+_READABLE_VERSIONS = (1, 2)
+PARAMS_FILE = "skunetseg.json"
 _MODEL_FILE = "model.keras"
+_ARRAYS_FILE = "arrays.npz"
+_TYPE = "__type__"
+#: Arrays of at most this many elements (and finite) are written into the JSON itself.
+_INLINE_ARRAY_SIZE = 64
+
+#: The skunetseg estimators, by class name: every subclass of SaveMixin defined in skunetseg.
+_ESTIMATORS = {}
+
+#: The other estimators a saved tree may hold (augmenters, the features filter's classifiers,
+#: a FrozenEstimator around a fitted segmenter), by class name.
+_OTHER_ESTIMATORS = {cls.__name__: cls for cls in (
+    Augmenter, FrozenEstimator, Pipeline, StandardScaler, LogisticRegression, DummyClassifier)}
+
+#: scikit-learn's cross-validation splitters, saved through their constructor arguments.
+_SPLITTERS = {cls.__name__: cls for cls in (
+    KFold, StratifiedKFold, GroupKFold, StratifiedGroupKFold, RepeatedKFold,
+    RepeatedStratifiedKFold, ShuffleSplit, StratifiedShuffleSplit, GroupShuffleSplit,
+    LeaveOneOut, LeavePOut, LeaveOneGroupOut, LeavePGroupsOut, PredefinedSplit,
+    TimeSeriesSplit)}
+
+#: Frozen dataclasses saved through their fields.
+_VALUES = {cls.__name__: cls for cls in (TargetEncoding, PostProcessing, Shift, Dihedral)}
+
+_SAVEABLE = (
+    "None, bool, int, float, str, and tuples, lists and dicts of them; NumPy arrays (not of "
+    "dtype object) and scalars; os.PathLike paths; a numpy RandomState; tta transforms "
+    "(Shift, Dihedral); an Augmenter, a PipelineAugmenter or an albumentations pipeline; a "
+    "serializable Keras loss; a scikit-learn splitter ({splitters}); and the estimators "
+    "{estimators}"
+)
 
 
-def _json_params(estimator):
-    params = estimator.get_params(deep=False)
-    if params["callbacks"]:
-        params["callbacks"] = None  # Keras callbacks are code; they are not saved
-    if not (params["random_state"] is None or isinstance(params["random_state"], Integral)):
-        params["random_state"] = None
-    if not isinstance(params["loss"], str):
-        from ._backend import keras
+class SaveMixin:
+    """The ``save`` method of every skunetseg estimator.
 
-        params["loss"] = {"keras_loss": keras.losses.serialize(params["loss"])}
-    params["decoder_filters"] = [int(f) for f in params["decoder_filters"]]
-    from .augment import augment_to_json
+    Subclasses defined in skunetseg are registered by class name as estimators
+    that :func:`load` may build.
+    """
 
-    params["augment"] = augment_to_json(params["augment"])
-    if params["input_size"] is not None:
-        params["input_size"] = [int(v) for v in params["input_size"]]
-    for name in ("threshold", "min_area", "min_component_area"):
-        if params[name] is not None and np.ndim(params[name]) == 1:
-            params[name] = [float(v) for v in params[name]]  # per class
-        elif params[name] is not None:
-            params[name] = float(params[name])
-    if params["encoder_weights"] is not None:
-        params["encoder_weights"] = os.fspath(params["encoder_weights"])
+    #: Parameters that are not saved, with the value a loaded estimator gets instead.
+    _unsaved_params = {}
+    #: Instance attributes that are not saved (runtime state, the networks themselves).
+    _unsaved_state = ()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if issubclass(cls, BaseEstimator) and cls.__module__.split(".")[0] == "skunetseg":
+            _ESTIMATORS[cls.__name__] = cls
+
+    def _saved_networks(self):
+        """``{name: keras.Model}`` of the trained networks this estimator holds itself."""
+        return {}
+
+    def _restore_networks(self, networks):
+        """Set the networks :meth:`_saved_networks` gave; return a disagreement or None."""
+        return None
+
+    def save(self, path, *, overwrite=False):
+        """Save the fitted estimator without pickle: JSON, Keras archives and NumPy arrays.
+
+        Nested estimators (fold models, a filter's segmenter and classifiers)
+        are saved with it. See :func:`skunetseg.save_model`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The folder to create.
+        overwrite : bool, default=False
+            Replace an existing folder at ``path``.
+        """
+        save_model(self, path, overwrite=overwrite)
+
+
+def _splitter_params(splitter):
+    """The constructor arguments of a scikit-learn splitter, as its repr finds them."""
+    params = {}
+    for name, parameter in inspect.signature(type(splitter).__init__).parameters.items():
+        if name == "self" or parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
+            continue
+        if hasattr(splitter, name):
+            params[name] = getattr(splitter, name)
+        elif name in getattr(splitter, "cvargs", {}):  # RepeatedKFold and its kin
+            params[name] = splitter.cvargs[name]
     return params
 
 
+def _file_stem(path):
+    """A file-name stem for the network of the tree node at ``path`` (root: "")."""
+    return re.sub(r"[^A-Za-z0-9_]+", ".", path).strip(".")
+
+
+class _Encoder:
+    """Turns an estimator tree into JSON-ready values, networks and large arrays."""
+
+    def __init__(self):
+        self.arrays = {}      # npz key -> array
+        self.networks = {}    # file name -> keras.Model
+        self._seen = {}       # id(estimator) -> path of its first occurrence
+
+    def unsaveable(self, path, value, why=""):
+        names = sorted(_ESTIMATORS) + sorted(_OTHER_ESTIMATORS)
+        return TypeError(
+            f"{path} = {_short_repr(value)} cannot be saved without pickle{why}. Saveable "
+            "values: " + _SAVEABLE.format(splitters=", ".join(sorted(_SPLITTERS)),
+                                          estimators=", ".join(names))
+            + ". Use one of these (or joblib.dump, a pickle, for anything else).")
+
+    def encode(self, value, path):
+        if value is None or isinstance(value, (bool, str)):
+            return value
+        if isinstance(value, np.generic):
+            return self.scalar(value, path)
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float):
+            return value if math.isfinite(value) else {_TYPE: "float", "value": repr(value)}
+        if isinstance(value, np.ndarray):
+            return self.array(value, path)
+        if isinstance(value, tuple):
+            return {_TYPE: "tuple", "items": [self.encode(item, f"{path}[{index}]")
+                                              for index, item in enumerate(value)]}
+        if isinstance(value, list):
+            return [self.encode(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        if isinstance(value, dict):
+            return self.mapping(value, path)
+        if isinstance(value, os.PathLike):
+            return {_TYPE: "path", "value": os.fspath(value)}
+        if isinstance(value, np.random.RandomState):
+            return {_TYPE: "RandomState", "state": self.encode(value.get_state(), path)}
+        name = type(value).__name__
+        if _VALUES.get(name) is type(value):
+            return {_TYPE: name, "fields": {
+                field.name: self.encode(getattr(value, field.name), f"{path}.{field.name}")
+                for field in dataclasses.fields(value)}}
+        if _SPLITTERS.get(name) is type(value):
+            return {_TYPE: name, "params": self.mapping(_splitter_params(value), path)}
+        if type(value) is PipelineAugmenter:
+            return {_TYPE: "PipelineAugmenter",
+                    "pipeline": self.albumentations(value.pipeline, f"{path}.pipeline")}
+        if isinstance(value, BaseEstimator):
+            return self.estimator(value, path)
+        if _is_keras_loss(value):
+            return self.keras_loss(value, path)
+        if callable(value) and type(value).__module__.startswith("albumentations"):
+            return self.albumentations(value, path)
+        raise self.unsaveable(path, value)
+
+    def scalar(self, value, path):
+        if value.dtype.kind not in "biufU":
+            raise self.unsaveable(path, value, f" (a NumPy {value.dtype} scalar)")
+        item = value.item()
+        if isinstance(item, float) and not math.isfinite(item):
+            item = repr(item)
+        return {_TYPE: "numpy", "dtype": value.dtype.str, "value": item}
+
+    def array(self, value, path):
+        if value.dtype.hasobject or value.dtype.kind not in "biufUS":
+            raise self.unsaveable(path, value, f" (an array of dtype {value.dtype})")
+        if value.size <= _INLINE_ARRAY_SIZE and value.dtype.kind != "S" and (
+                value.dtype.kind != "f" or np.isfinite(value).all()):
+            return {_TYPE: "ndarray", "dtype": value.dtype.str, "shape": list(value.shape),
+                    "data": value.ravel().tolist()}
+        key = f"a{len(self.arrays)}"
+        self.arrays[key] = value
+        return {_TYPE: "ndarray", "npz": key}
+
+    def mapping(self, value, path):
+        if all(isinstance(key, str) for key in value) and _TYPE not in value:
+            return {key: self.encode(item, f"{path}[{key!r}]") for key, item in value.items()}
+        return {_TYPE: "dict", "items": [
+            [self.encode(key, f"{path} key {key!r}"), self.encode(item, f"{path}[{key!r}]")]
+            for key, item in value.items()]}
+
+    def keras_loss(self, value, path):
+        from ._backend import keras
+
+        try:
+            config = keras.losses.serialize(value)
+            json.dumps(config)
+            keras.losses.deserialize(config)  # what load will do, in Keras' safe mode
+        except Exception as error:  # noqa: BLE001 - any failure means: not saveable
+            raise self.unsaveable(path, value, f" (Keras cannot serialize it: {error})") from None
+        return {_TYPE: "keras_loss", "config": config}
+
+    def albumentations(self, value, path):
+        try:
+            stored = PipelineAugmenter(value).to_json()
+        except TypeError as error:
+            raise self.unsaveable(path, value, f" ({error})") from None
+        return {_TYPE: "albumentations", "config": stored["albumentations"]}
+
+    def estimator(self, value, path):
+        name = type(value).__name__
+        if (_ESTIMATORS.get(name) or _OTHER_ESTIMATORS.get(name)) is not type(value):
+            raise self.unsaveable(path, value, f" (skunetseg does not save a {name})")
+        if id(value) in self._seen:  # the same object twice (a FrozenEstimator's segmenter_)
+            return {_TYPE: "ref", "path": self._seen[id(value)]}
+        self._seen[id(value)] = path
+        params = value.get_params(deep=False)
+        # class attributes: a FrozenEstimator forwards unknown attributes to its estimator
+        params.update(getattr(type(value), "_unsaved_params", {}))
+        unsaved = set(params) | set(getattr(type(value), "_unsaved_state", ()))
+        node = {_TYPE: name,
+                "params": {key: self.encode(item, f"{path}.{key}")
+                           for key, item in params.items()},
+                "fitted": {key: self.encode(item, f"{path}.{key}")
+                           for key, item in vars(value).items() if key not in unsaved}}
+        networks = value._saved_networks() if isinstance(value, SaveMixin) else {}
+        if networks:
+            stem = _file_stem(path.partition(".")[2]) or "model"
+            node["networks"] = {}
+            for key, network in networks.items():
+                file = stem + ("" if key == "model" else f".{key}")
+                while file + ".keras" in self.networks:  # two paths made one stem
+                    file += "_"
+                file += ".keras"
+                self.networks[file] = network
+                node["networks"][key] = file
+        return node
+
+
+def _is_keras_loss(value):
+    """Whether ``value`` is a Keras loss object or a named loss function of Keras or
+    skunetseg (Keras is loaded when it is)."""
+    keras = sys.modules.get("keras")
+    if keras is None:
+        return False
+    if isinstance(value, keras.losses.Loss):
+        return True
+    return (inspect.isfunction(value) and value.__name__ != "<lambda>"
+            and (value.__module__ or "").startswith(("keras", "skunetseg")))
+
+
+def _short_repr(value, limit=80):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def save_model(estimator, path, *, overwrite=False):
-    """Save a fitted :class:`~skunetseg.UNetSegmenter` to the folder ``path``.
+    """Save a fitted skunetseg estimator to the folder ``path``, without pickle.
+
+    Works for :class:`~skunetseg.UNetSegmenter`,
+    :class:`~skunetseg.PresenceClassifier`, :class:`~skunetseg.FoldEnsemble`
+    and :class:`~skunetseg.FalsePositiveFilter`, nested in any order (and in a
+    :class:`sklearn.frozen.FrozenEstimator`).
 
     Parameters
     ----------
-    estimator : UNetSegmenter
+    estimator : UNetSegmenter, PresenceClassifier, FoldEnsemble or FalsePositiveFilter
         A fitted estimator.
     path : str or os.PathLike
         The folder to create. It must not exist yet unless ``overwrite=True``;
@@ -62,9 +325,22 @@ def save_model(estimator, path, *, overwrite=False):
     overwrite : bool, default=False
         Replace an existing folder at ``path``.
 
+    Raises
+    ------
+    TypeError
+        When a parameter or fitted attribute holds a value that cannot be saved
+        without pickle (a lambda, an object of an unknown class); the message
+        names it by its path in the tree, such as
+        ``FalsePositiveFilter.segmenter.tta[2]``.
+
     Notes
     -----
-    Extra ``callbacks`` are not saved; a loaded model has ``callbacks=None``.
+    The folder holds ``skunetseg.json`` (the parameters and fitted attributes
+    of the whole tree), one Keras archive per network (``model.keras`` for the
+    estimator's own; nested ones are named after their place in the tree, such
+    as ``estimators_.0.keras``) and ``arrays.npz`` for large fitted arrays.
+    Extra Keras ``callbacks`` are not saved; a loaded model has
+    ``callbacks=None``.
 
     With ``overwrite=True`` the old folder is renamed to a hidden backup
     (``.<name>.skunetseg-backup`` beside it), the new one renamed to ``path``,
@@ -78,44 +354,35 @@ def save_model(estimator, path, *, overwrite=False):
     path = os.fspath(path)
     if os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{path!r} exists; pass overwrite=True to replace it.")
-    encoding = estimator._encoding
-    document = {
-        "format_version": FORMAT_VERSION,
-        "estimator": type(estimator).__name__,
-        "params": _json_params(estimator),
-        "fitted": {
-            "target_type": encoding.target_type,
-            "classes": encoding.classes.tolist(),
-            "classes_dtype": encoding.classes.dtype.str,
-            "channel_axis": encoding.channel_axis,
-            "n_channels_in": int(estimator.n_channels_in_),
-            "history": estimator.history_,
-            "best_epoch": estimator.best_epoch_,
-            "bn_momentum": estimator.bn_momentum_,
-            **({"input_dtype": estimator.input_dtype_,
-                "input_range": [float(v) for v in estimator.input_range_]}
-               if hasattr(estimator, "input_dtype_") else {}),
-        },
-    }
+    encoder = _Encoder()
+    root = encoder.encode(estimator, type(estimator).__name__)
+    if not isinstance(root, dict) or root.get(_TYPE) not in _ESTIMATORS:
+        raise TypeError(f"save_model saves a skunetseg estimator ({', '.join(_ESTIMATORS)}); "
+                        f"got {type(estimator).__name__}.")
+    document = {"format_version": FORMAT_VERSION, **root}
     staging = _atomic.staging_folder(path)
     try:
-        estimator.model_.save(os.path.join(staging, _MODEL_FILE))
-        with open(os.path.join(staging, _PARAMS_FILE), "w") as file:
-            json.dump(document, file, indent=2)
+        for file, network in encoder.networks.items():
+            network.save(os.path.join(staging, file))
+        if encoder.arrays:
+            np.savez(os.path.join(staging, _ARRAYS_FILE), **encoder.arrays)
+        with open(os.path.join(staging, PARAMS_FILE), "w", encoding="utf-8") as file:
+            json.dump(document, file, indent=1, allow_nan=False)
         _atomic.replace_folder(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already once moved into place
 
 
+# --------------------------------------------------------------------------- loading
 def _damaged(path, what):
     return ValueError(f"{path!r} is not a loadable skunetseg model: {what}. Save the model "
                       "again (or restore the folder from a backup).")
 
 
 def _read_document(path):
-    params_file = os.path.join(path, _PARAMS_FILE)
+    params_file = os.path.join(path, PARAMS_FILE)
     if not os.path.isfile(params_file):
-        raise FileNotFoundError(f"{path!r} is not a saved skunetseg model: {_PARAMS_FILE} "
+        raise FileNotFoundError(f"{path!r} is not a saved skunetseg model: {PARAMS_FILE} "
                                 "is missing.")
     try:
         with open(params_file, encoding="utf-8") as file:
@@ -125,9 +392,9 @@ def _read_document(path):
                        f"{error}") from None
     if not isinstance(document, dict):
         raise _damaged(path, f"{params_file!r} does not hold a JSON object")
-    if document.get("format_version") != FORMAT_VERSION:
+    if document.get("format_version") not in _READABLE_VERSIONS:
         raise ValueError(f"{path!r} was saved in format {document.get('format_version')!r}; "
-                         f"this skunetseg reads format {FORMAT_VERSION}.")
+                         f"this skunetseg reads formats {list(_READABLE_VERSIONS)}.")
     return document
 
 
@@ -135,11 +402,9 @@ def _load_network(path, archive):
     """The Keras model of ``archive``, or a ValueError naming it when it is damaged."""
     import zipfile
 
-    from ._keras_estimator import _keras_side
-
     if not os.path.isfile(archive):
         raise FileNotFoundError(f"{path!r} is not a complete saved skunetseg model: "
-                                f"{_MODEL_FILE} is missing.")
+                                f"{os.path.basename(archive)} is missing.")
     try:
         with zipfile.ZipFile(archive) as bundle:
             bad = bundle.testzip()  # reads every member and checks its CRC
@@ -149,13 +414,111 @@ def _load_network(path, archive):
     if bad is not None:
         raise _damaged(path, f"the member {bad!r} of {archive!r} is corrupted (CRC mismatch)")
     try:
-        return _keras_side().load_archive(archive)
+        from ._model import load_archive  # the Keras side: loads TensorFlow
+
+        return load_archive(archive)
     except Exception as error:
         raise _damaged(path, f"Keras could not load {archive!r}: {error}") from None
 
 
+class _Garbled(Exception):
+    """An entry of the JSON that the decoder cannot read (with where it is)."""
+
+
+class _Decoder:
+    """Builds the estimator tree back from what :class:`_Encoder` wrote."""
+
+    def __init__(self, path):
+        self.path = path
+        self._arrays = None
+        self._objects = {}  # tree path -> estimator, for "ref" entries
+
+    def arrays(self):
+        if self._arrays is None:
+            file = os.path.join(self.path, _ARRAYS_FILE)
+            if not os.path.isfile(file):
+                raise FileNotFoundError(f"{self.path!r} is not a complete saved skunetseg "
+                                        f"model: {_ARRAYS_FILE} is missing.")
+            try:
+                with np.load(file, allow_pickle=False) as bundle:
+                    self._arrays = {key: bundle[key] for key in bundle.files}
+            except Exception as error:  # noqa: BLE001 - zip, format and pickle refusals alike
+                raise _damaged(self.path, f"{file!r} is truncated or corrupted ({error})") \
+                    from None
+        return self._arrays
+
+    def decode(self, value, path):
+        if isinstance(value, list):
+            return [self.decode(item, f"{path}[{index}]") for index, item in enumerate(value)]
+        if not isinstance(value, dict):
+            return value
+        kind = value.get(_TYPE)
+        if kind is None:
+            return {key: self.decode(item, f"{path}[{key!r}]") for key, item in value.items()}
+        if kind == "tuple":
+            return tuple(self.decode(value["items"], path))
+        if kind == "float":
+            return float(value["value"])
+        if kind == "numpy":
+            item = value["value"]
+            return np.dtype(value["dtype"]).type(float(item) if isinstance(item, str) else item)
+        if kind == "ndarray":
+            if "npz" in value:
+                return self.arrays()[value["npz"]]
+            return np.asarray(value["data"], dtype=np.dtype(value["dtype"])).reshape(
+                value["shape"])
+        if kind == "dict":
+            keys = [self.decode(key, path) for key, _ in value["items"]]
+            return {key: self.decode(item, f"{path}[{key!r}]")
+                    for key, (_, item) in zip(keys, value["items"], strict=True)}
+        if kind == "path":
+            return pathlib.Path(value["value"])
+        if kind == "RandomState":
+            random_state = np.random.RandomState()
+            random_state.set_state(self.decode(value["state"], path))
+            return random_state
+        if kind == "keras_loss":
+            from ._backend import keras
+
+            return keras.losses.deserialize(value["config"])
+        if kind == "albumentations":
+            import albumentations
+
+            return albumentations.from_dict(value["config"])
+        if kind == "PipelineAugmenter":
+            return PipelineAugmenter(self.decode(value["pipeline"], f"{path}.pipeline"))
+        if kind == "ref":
+            return self._objects[value["path"]]
+        if kind in _VALUES:
+            return _VALUES[kind](**{key: self.decode(item, f"{path}.{key}")
+                                    for key, item in value["fields"].items()})
+        if kind in _SPLITTERS:
+            return _SPLITTERS[kind](**self.decode(value["params"], path))
+        if kind in _ESTIMATORS or kind in _OTHER_ESTIMATORS:
+            return self.estimator(kind, value, path)
+        raise _Garbled(f"{path} names the class {kind!r}, which skunetseg does not load")
+
+    def estimator(self, kind, node, path):
+        cls = _ESTIMATORS.get(kind) or _OTHER_ESTIMATORS[kind]
+        params = {key: self.decode(item, f"{path}.{key}") for key, item in node["params"].items()}
+        estimator = cls(**params)
+        estimator.__dict__.update({key: self.decode(item, f"{path}.{key}")
+                                   for key, item in node["fitted"].items()})
+        networks = node.get("networks") or {}
+        if networks:
+            loaded = {key: _load_network(self.path, os.path.join(self.path, file))
+                      for key, file in networks.items()}
+            disagreement = estimator._restore_networks(loaded)
+            if disagreement is not None:
+                files = ", ".join(repr(os.path.join(self.path, file))
+                                  for file in networks.values())
+                raise _damaged(self.path, f"{files} holds {disagreement} (at {path})")
+        self._objects[path] = estimator
+        return estimator
+
+
 def load(path):
-    """Load a model saved with :meth:`UNetSegmenter.save` or :func:`save_model`.
+    """Load an estimator saved with its ``save`` method or :func:`save_model`.
 
     Parameters
     ----------
@@ -164,29 +527,31 @@ def load(path):
 
     Returns
     -------
-    estimator : UNetSegmenter
-        Fitted, with the saved weights.
+    estimator : UNetSegmenter, PresenceClassifier, FoldEnsemble or FalsePositiveFilter
+        Fitted, with the saved networks and parameters, nested estimators included.
 
     Raises
     ------
     FileNotFoundError
-        If ``path`` or one of its two files is missing.
+        If ``path`` or one of its files is missing.
     ValueError
-        If a file is truncated or corrupted, or the JSON and the Keras archive
-        disagree (another network than the parameters describe); the message
-        names the file.
+        If a file is truncated or corrupted, the JSON names a class outside the
+        whitelist, or the JSON and a Keras archive disagree (another network
+        than the parameters describe); the message names the file.
 
     Notes
     -----
+    Only the classes of a fixed whitelist are built: the skunetseg estimators
+    and value objects, :class:`sklearn.frozen.FrozenEstimator`, scikit-learn's
+    splitters and the scaler, logistic regression and dummy classifier of the
+    features filter. Keras archives are opened in Keras' ``safe_mode``, the
+    arrays with ``allow_pickle=False``.
+
     When ``path`` is missing but the backup that ``save(path, overwrite=True)``
     keeps while it swaps folders is present (the process died mid-swap), the
-    backup is loaded, with a warning.
+    backup is loaded, with a warning. Folders of format 1 (a UNetSegmenter
+    saved by skunetseg before every estimator could be saved) load too.
     """
-    import warnings
-
-    from ._segmenter import UNetSegmenter
-    from ._targets import TargetEncoding
-
     path = os.fspath(path)
     backup = _atomic.backup_path(path)
     if not os.path.exists(path) and os.path.isdir(backup):
@@ -195,41 +560,52 @@ def load(path):
                       f"to {path!r}.", UserWarning, stacklevel=2)
         path = backup
     document = _read_document(path)
+    if document["format_version"] == 1:
+        document = _version_1_document(document)
+    decoder = _Decoder(path)
     try:
-        params = dict(document["params"])
-        if isinstance(params["loss"], dict):
-            from ._backend import keras
-
-            params["loss"] = keras.losses.deserialize(params["loss"]["keras_loss"])
-        params["decoder_filters"] = tuple(params["decoder_filters"])
-        from .augment import augment_from_json
-
-        params["augment"] = augment_from_json(params["augment"])
-        if params.get("input_size") is not None:
-            params["input_size"] = tuple(params["input_size"])
-        estimator = UNetSegmenter(**params)
-        fitted = document["fitted"]
-        encoding = TargetEncoding(
-            fitted["target_type"],
-            np.asarray(fitted["classes"], dtype=np.dtype(fitted["classes_dtype"])),
-            fitted["channel_axis"],
-        )
-        estimator._set_target_layout(encoding, fitted["n_channels_in"])
-        estimator.history_ = fitted["history"]
-        estimator.best_epoch_ = fitted["best_epoch"]
-        estimator.bn_momentum_ = fitted["bn_momentum"]
-        if "input_dtype" in fitted:
-            estimator._record_input(fitted["input_dtype"], fitted["input_range"])
-    except (KeyError, TypeError, ValueError) as error:
-        raise _damaged(path, f"{os.path.join(path, _PARAMS_FILE)!r} lacks or garbles an entry "
+        if document.get(_TYPE) not in _ESTIMATORS:
+            raise _Garbled(f"the root names {document.get(_TYPE)!r}, not a skunetseg estimator")
+        return decoder.decode(document, document[_TYPE])
+    except (_Garbled, KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+        if isinstance(error, ValueError) and str(error).startswith(repr(path)):
+            raise  # already names the folder and the file (a damaged archive, arrays.npz)
+        raise _damaged(path, f"{os.path.join(path, PARAMS_FILE)!r} lacks or garbles an entry "
                        f"({type(error).__name__}: {error})") from None
-    estimator._record_architecture()
-    model = _load_network(path, os.path.join(path, _MODEL_FILE))
-    channels, outputs = model.input_shape[-1], model.output_shape[-1]
-    expected = (estimator._network_channels(), encoding.n_outputs)
-    if (channels, outputs) != expected:
-        raise _damaged(path, f"{os.path.join(path, _MODEL_FILE)!r} holds a network of "
-                       f"{channels} input and {outputs} output channel(s), but "
-                       f"{_PARAMS_FILE} describes {expected[0]} and {expected[1]}")
-    estimator._model = model
-    return estimator
+
+
+def _version_1_document(document):
+    """A format-1 document (a UNetSegmenter: plain JSON parameters and named fitted
+    values) in the terms of format 2."""
+    params, fitted = dict(document["params"]), document["fitted"]
+    if isinstance(params.get("loss"), dict):
+        params["loss"] = {_TYPE: "keras_loss", "config": params["loss"]["keras_loss"]}
+    for name in ("decoder_filters", "input_size"):
+        if params.get(name) is not None:
+            params[name] = {_TYPE: "tuple", "items": params[name]}
+    augment = params.get("augment")
+    if isinstance(augment, dict) and "augmenter" in augment:
+        inner = dict(augment["augmenter"])
+        if inner.get("crop_size") is not None:
+            inner["crop_size"] = {_TYPE: "tuple", "items": inner["crop_size"]}
+        params["augment"] = {_TYPE: "Augmenter", "params": inner, "fitted": {}}
+    elif isinstance(augment, dict):
+        params["augment"] = {_TYPE: "albumentations", "config": augment["albumentations"]}
+    classes = {_TYPE: "ndarray", "dtype": fitted["classes_dtype"],
+               "shape": [len(fitted["classes"])], "data": fitted["classes"]}
+    encoding = {_TYPE: "TargetEncoding", "fields": {
+        "target_type": fitted["target_type"], "classes": classes,
+        "channel_axis": fitted["channel_axis"]}}
+    architecture = {"backbone": params["backbone"],
+                    "encoder_weights": params["encoder_weights"],
+                    "decoder_filters": params["decoder_filters"]}
+    state = {"encoding_": encoding, "target_type_": fitted["target_type"],
+             "classes_": classes, "n_classes_": len(fitted["classes"]),
+             "n_channels_in_": fitted["n_channels_in"], "history_": fitted["history"],
+             "best_epoch_": fitted["best_epoch"], "bn_momentum_": fitted["bn_momentum"],
+             "_fit_architecture": architecture}
+    if "input_dtype" in fitted:
+        state["input_dtype_"] = fitted["input_dtype"]
+        state["input_range_"] = {_TYPE: "tuple", "items": fitted["input_range"]}
+    return {_TYPE: document["estimator"], "params": params, "fitted": state,
+            "networks": {"model": _MODEL_FILE}}

@@ -339,6 +339,9 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
             policy=policy or keras_side.resolve_mixed_precision(self.mixed_precision),
         )
 
+    def _network_outputs(self):
+        return self.n_outputs_
+
     # -------------------------------------------------------------- predict
     def predict_proba(self, X):
         """Probability that each class is present in each image.

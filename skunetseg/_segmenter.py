@@ -568,15 +568,8 @@ or list of paths
         threshold = self._postprocessing(self.encoding_).threshold
         return [0.5] * self.encoding_.n_outputs if threshold is None else list(threshold)
 
-    # ---------------------------------------------------------------- misc
-    def save(self, path, *, overwrite=False):
-        """Save without pickle: a Keras archive of the network plus JSON parameters.
-
-        See :func:`skunetseg.save_model`.
-        """
-        from ._persistence import save_model
-
-        save_model(self, path, overwrite=overwrite)
+    def _network_outputs(self):
+        return self.encoding_.n_outputs
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

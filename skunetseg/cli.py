@@ -94,7 +94,16 @@ def _build_parser():
     fit.add_argument("--folds", type=_positive_int, default=None, metavar="N",
                      help="train a fold ensemble of N models (N >= 2)")
     fit.add_argument("--fp-filter", action="store_true",
-                     help="add a false-positive filter (presence classifier)")
+                     help="add a false-positive filter: a presence classifier that blanks "
+                          "the masks of images it finds empty, its threshold tuned on "
+                          "out-of-fold predictions")
+    fit.add_argument("--fp-classifier", default="image", choices=["image", "features"],
+                     help="the filter's presence classifier: an image classifier network "
+                          "trained like the segmenter, or a logistic regression on features "
+                          "of the probability maps (default: %(default)s)")
+    fit.add_argument("--fp-cv", type=_positive_int, default=3, metavar="K",
+                     help="folds of the filter's out-of-fold predictions, K >= 2 "
+                          "(default: %(default)s)")
     fit.add_argument("--random-state", type=int, default=None, metavar="SEED")
     fit.add_argument("--overwrite", action="store_true", help="replace an existing MODEL_DIR")
     fit.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -171,7 +180,7 @@ def _check_new_path(path, overwrite, what):
 
 
 def _make_model(args):
-    from . import FalsePositiveFilter, FoldEnsemble, UNetSegmenter
+    from . import FalsePositiveFilter, FoldEnsemble, PresenceClassifier, UNetSegmenter
 
     params = dict(backbone=args.backbone, encoder_weights=args.encoder_weights,
                   epochs=args.epochs, batch_size=args.batch_size,
@@ -189,19 +198,22 @@ def _make_model(args):
                                "the binarize_masks parameter; this one has not.")
         params["binarize_masks"] = True
     model = UNetSegmenter(**params)
-    if args.fp_filter:
-        model = FalsePositiveFilter(model)
     if args.folds is not None:
         if args.folds < 2:
             raise CommandError(f"--folds must be at least 2; got {args.folds}.")
         model = FoldEnsemble(model, cv=args.folds, random_state=args.random_state,
                              verbose=0 if args.quiet else 1)
-    if not callable(getattr(model, "save", None)):
-        flags = " and ".join(flag for flag, used in (("--folds", args.folds is not None),
-                                                     ("--fp-filter", args.fp_filter)) if used)
-        raise CommandError(f"{flags}: this skunetseg cannot save a {type(model).__name__} "
-                           "without pickle yet, so fit would train a model it cannot save; "
-                           "use the Python API (joblib.dump) for it.")
+    if args.fp_filter:
+        if args.fp_cv < 2:
+            raise CommandError(f"--fp-cv must be at least 2; got {args.fp_cv}.")
+        classifier = "features"
+        if args.fp_classifier == "image":
+            # trained like the segmenter (its loss stays the classifier's own)
+            classifier = PresenceClassifier(**{
+                name: params[name] for name in PresenceClassifier().get_params()
+                if name in params and name != "loss"})
+        model = FalsePositiveFilter(model, classifier, tune_threshold=True, cv=args.fp_cv,
+                                    random_state=args.random_state)
     return model
 
 
@@ -263,8 +275,7 @@ def _fit(args):
     _say(f"Training {type(model).__name__} ({args.backbone}) on {len(images)} images"
          + (f", {args.folds} folds" if args.folds else ""), args.quiet)
     model.fit(images, masks)
-    for segmenter in _segmenters(model):  # progress bars were for this command only
-        segmenter.set_params(verbose=0)
+    _set_everywhere(model, verbose=0)  # progress bars were for this command only
     model.save(args.output, overwrite=args.overwrite)
     _write_history(model, args.output)
     plot = _plot_history(model, args.output)
@@ -274,18 +285,35 @@ def _fit(args):
 
 
 # ----------------------------------------------------------------- predict
-def _segmenters(model):
-    """The networks' estimators inside ``model`` (fold models, a filter's segmenter)."""
-    for member in getattr(model, "estimators_", [model]):
-        yield getattr(member, "segmenter_", member)
+def _members(model):
+    """``model`` and every fitted estimator inside it: fold models, a filter's segmenter
+    and classifiers, the model inside a FrozenEstimator."""
+    from sklearn.frozen import FrozenEstimator
+
+    yield model
+    inner = [getattr(model, "segmenter_", None),
+             model.estimator if isinstance(model, FrozenEstimator) else None,
+             *(getattr(model, "estimators_", None) or []),
+             *(getattr(model, "classifiers_", None) or [])]
+    for member in inner:
+        if member is not None and member is not model:
+            yield from _members(member)
+
+
+def _set_everywhere(model, **params):
+    """Set ``params`` on every estimator inside ``model`` that has them."""
+    for member in _members(model):
+        own = member.get_params(deep=False) if hasattr(member, "get_params") else {}
+        chosen = {name: value for name, value in params.items() if name in own}
+        if chosen:
+            member.set_params(**chosen)
 
 
 def _load(model_dir):
     from . import load
 
     model = load(model_dir)
-    for segmenter in _segmenters(model):  # the command prints its own progress
-        segmenter.set_params(verbose=0)
+    _set_everywhere(model, verbose=0)  # the command prints its own progress
     return model
 
 
@@ -351,8 +379,7 @@ def _predict(args):
 
 def _set_tta(model, tta):
     """Set ``tta`` on the segmenter(s) that predict for ``model``."""
-    for segmenter in _segmenters(model):
-        segmenter.set_params(tta=tta)
+    _set_everywhere(model, tta=tta)
 
 
 # ---------------------------------------------------------------- evaluate

@@ -172,14 +172,65 @@ def test_help_and_usage_errors(command, capsys):
     assert "the following arguments are required" in capsys.readouterr().err
 
 
-def test_folds_either_trains_or_refuses_before_training(folder, tmp_path):
-    from skunetseg import FoldEnsemble
+#: The tiny training options of the fits below.
+TINY = ("--backbone", "vgg16", "--decoder-filters", 16, 8, 8, 4, 4, "--epochs", 1,
+        "--batch-size", 4, "--learning-rate", 0.01, "--validation-fraction", 0,
+        "--random-state", 0, "-q")
 
-    if callable(getattr(FoldEnsemble, "save", None)):
-        pytest.skip("FoldEnsemble saves without pickle: --folds is covered by a full fit")
-    result = run_cli("fit", folder / "images", folder / "masks", "-o", tmp_path / "m",
-                     "--folds", 2, "--epochs", 1)
-    assert_clean_failure(result, "--folds", "cannot save a FoldEnsemble")
+
+def test_fit_with_folds_saves_a_fold_ensemble(folder, tmp_path):
+    import skunetseg
+
+    model_dir = tmp_path / "folds"
+    result = run_cli("fit", folder / "images", folder / "masks", "-o", model_dir, *TINY,
+                     "--folds", 2)
+    assert result.returncode == 0, result.stderr
+    model = skunetseg.load(model_dir)
+    assert isinstance(model, skunetseg.FoldEnsemble) and model.cv == 2
+    assert [member.epochs for member in model.estimators_] == [1, 1]
+    with open(model_dir / "history.csv") as file:
+        assert [row["fold"] for row in csv.DictReader(file)] == ["1", "2"]
+
+
+def test_fit_with_a_false_positive_filter(folder, tmp_path):
+    import skunetseg
+    from skunetseg.cli import _set_tta
+
+    model_dir = tmp_path / "filter"
+    result = run_cli("fit", folder / "images", folder / "masks", "-o", model_dir, *TINY,
+                     "--fp-filter", "--fp-classifier", "features", "--fp-cv", 2)
+    assert result.returncode == 0, result.stderr
+    model = skunetseg.load(model_dir)
+    assert isinstance(model, skunetseg.FalsePositiveFilter) and model.kind_ == "features"
+    assert model.tune_threshold and model.cv == 2 and model.segmenter_.verbose == 0
+    _set_tta(model, "flips")  # what predict --tta does: it reaches the filter's segmenter
+    assert model.segmenter_.tta == "flips"
+
+
+def test_tta_and_verbose_reach_every_network_of_a_nested_model():
+    from sklearn.frozen import FrozenEstimator
+
+    from skunetseg import FalsePositiveFilter, FoldEnsemble, PresenceClassifier, UNetSegmenter
+    from skunetseg.cli import _set_everywhere, _set_tta
+
+    folds = FoldEnsemble(UNetSegmenter())
+    folds.estimators_ = [UNetSegmenter(verbose=1), UNetSegmenter(verbose=1)]
+    model = FalsePositiveFilter(folds)
+    model.segmenter_, model.classifiers_ = folds, [PresenceClassifier(verbose=1)]
+    frozen = FalsePositiveFilter(FrozenEstimator(UNetSegmenter(verbose=1)))
+    frozen.segmenter_ = frozen.segmenter
+    for tree in (model, frozen):
+        _set_tta(tree, "flips")  # what predict --tta does
+        _set_everywhere(tree, verbose=0)  # what fit and the loading commands do
+    networks = [*folds.estimators_, frozen.segmenter.estimator]
+    assert [member.tta for member in networks] == ["flips"] * 3
+    assert [member.verbose for member in [*networks, *model.classifiers_]] == [0] * 4
+
+
+@pytest.mark.parametrize("flags", [("--folds", 1), ("--fp-filter", "--fp-cv", 1)])
+def test_fold_counts_below_two_are_refused_before_training(folder, tmp_path, flags):
+    result = run_cli("fit", folder / "images", folder / "masks", "-o", tmp_path / "m", *flags)
+    assert_clean_failure(result, f"{flags[-2]} must be at least 2")
     assert "Epoch" not in result.stdout and not (tmp_path / "m").exists()
 
 

@@ -344,7 +344,7 @@ def test_loading_a_damaged_save_names_the_file(fitted_binary, tmp_path, damage):
         expected = "skunetseg.json.*not valid JSON"
     else:
         document = json.loads(params.read_text())
-        document["fitted"]["n_channels_in"] = 3
+        document["fitted"]["n_channels_in_"] = 3
         params.write_text(json.dumps(document))
         expected = "1 input .* describes 3"
     with pytest.raises(ValueError, match=expected) as info:
