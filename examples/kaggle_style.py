@@ -41,8 +41,9 @@ scratch at 128x128 on 3,600 files and submits 400: the filter cross-fits the
 ensemble, so it trains 3 x (3 + 1) = 12 U-Nets and 4 classifiers (use a GPU; on a
 CPU it takes hours). ``--quick`` runs the same code on 32 files at 32x32 with a
 tiny network (vgg16 encoder, decoder_filters=(16, 8, 8, 4, 4)) for 1 epoch and
-``cv=2`` in both meta-estimators (2 x (2 + 1) = 6 U-Nets and 3 classifiers, a
-few seconds each); its scores only show that everything runs.
+``cv=2`` in the ensemble, and the filter's held-out predictions from one half of the
+files (``ShuffleSplit``): 2 x 2 = 4 U-Nets and 2 classifiers, a few seconds each; its
+scores only show that everything runs.
 """
 
 import argparse
@@ -51,6 +52,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from sklearn.model_selection import ShuffleSplit
 
 from skunetseg import FalsePositiveFilter, FoldEnsemble, PresenceClassifier, UNetSegmenter
 from skunetseg.datasets import get_data_home
@@ -59,14 +61,15 @@ from skunetseg.rle import rle_encode
 
 SETTINGS = {
     "full": dict(
-        n_train=3600, n_submit=400, cv=3,
+        n_train=3600, n_submit=400, cv=3, filter_cv=3,
         network=dict(backbone="efficientnetb0", input_size=(128, 128), batch_size=16,
                      augment="flips"),
         segmenter=dict(epochs=40, early_stopping_patience=8, reduce_lr_patience=4),
         classifier=dict(epochs=30, early_stopping_patience=6, reduce_lr_patience=3),
     ),
     "quick": dict(
-        n_train=24, n_submit=8, cv=2,
+        # the filter's held-out maps from one half-and-half split: 2 x 2 U-Nets, not 3 x 2
+        n_train=24, n_submit=8, cv=2, filter_cv=ShuffleSplit(1, test_size=0.5, random_state=0),
         network=dict(backbone="vgg16", input_size=(32, 32), batch_size=8, epochs=1,
                      learning_rate=1e-2, validation_fraction=0, augment="flips"),
         segmenter=dict(decoder_filters=(16, 8, 8, 4, 4)),
@@ -82,8 +85,8 @@ def build_ladder(setting, random_state=0):
     classifier = PresenceClassifier(**network, **setting["classifier"])
     ensemble = FoldEnsemble(segmenter, cv=setting["cv"], tune_postprocessing=True,
                             random_state=random_state)
-    return FalsePositiveFilter(ensemble, classifier, tune_threshold=True, cv=setting["cv"],
-                               random_state=random_state)
+    return FalsePositiveFilter(ensemble, classifier, tune_threshold=True,
+                               cv=setting["filter_cv"], random_state=random_state)
 
 
 def write_submission(path, image_ids, masks):
@@ -102,7 +105,7 @@ def main():
                              "(default: $SKUNETSEG_DATA, else ~/skunetseg_data)")
     parser.add_argument("--out", required=True, help="folder for masks/ and submission.csv")
     parser.add_argument("--quick", action="store_true",
-                        help="32 files, tiny network, 1 epoch, cv=2")
+                        help="32 files, tiny network, 1 epoch, 2 folds")
     args = parser.parse_args()
 
     home = Path(get_data_home(args.data_home)) / "tgs-salt"
@@ -132,7 +135,7 @@ def main():
     print(f"ensemble of {len(ensemble.estimators_)} folds: out-of-fold Dice "
           f"{ensemble.oof_score_before_tuning_:.4f}, tuned {ensemble.oof_score_:.4f} "
           f"(threshold {ensemble.thresholds_[0]:.2f}, min_area {ensemble.min_areas_[0]:g})")
-    print(f"filter, on {model.n_held_out_} out-of-fold images: presence threshold "
+    print(f"filter, on {model.n_held_out_} held-out images: presence threshold "
           f"{model.presence_thresholds_[0]:.2f}, empty images shown "
           f"{model.fp_rate_before_:.3f} -> {model.fp_rate_:.3f}, salt images blanked "
           f"{model.blanked_rate_:.3f}, Dice {model.dice_before_:.4f} -> {model.dice_:.4f}")
