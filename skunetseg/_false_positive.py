@@ -223,7 +223,9 @@ def _encoding_of(y, values, binarize=False):
     if not is_paths(y):
         return fit_target_encoding(binarize_mask(y, name="y") if binarize else y, name="y")
     union = sorted(frozenset().union(*values))
-    dtype = read_mask(y[0], binarize=binarize).dtype
+    # mask files may differ in dtype (TGS salt: empty masks uint8, the others uint16)
+    dtype = np.result_type(read_mask(y[0], binarize=binarize).dtype,
+                           *(np.min_scalar_type(value) for value in union))
     return fit_target_encoding(np.asarray(union, dtype=dtype).reshape(1, 1, -1))
 
 

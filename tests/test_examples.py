@@ -72,28 +72,39 @@ def test_cv_grid_search_quick_prints_sane_scores():
     assert 0.3 < float(test.group(2)) < 0.4  # about 22 % of the pixels are membrane
 
 
-def test_kaggle_style_quick_writes_a_submission_of_the_predicted_masks(tmp_path):
+def test_kaggle_style_quick_runs_the_ladder_to_a_submission_of_the_predicted_masks(tmp_path):
+    import csv
+
     import numpy as np
 
-    from skunetseg.io import load_image_folder, read_mask
-    from skunetseg.rle import masks_from_csv
+    from skunetseg.io import read_mask
+    from skunetseg.rle import rle_decode
 
     home = shared_data_home()
-    if not (home / "membrane").is_dir():
-        pytest.skip(f"the membrane data is not in {home}")
+    if not (home / "tgs-salt").is_dir():
+        pytest.skip(f"the TGS salt data is not in {home}")
     out = tmp_path / "out"
     printed = run_example("kaggle_style.py", "--quick", "--data-home", str(home), "--out",
                           str(out))
+    assert "training on 24, submitting 8" in printed, printed
+    assert re.search(r"ensemble of 2 folds: out-of-fold Dice " + NUMBER + ", tuned "
+                     + NUMBER, printed), printed
+    held = re.search(r"filter, on (\d+) held-out images: presence threshold " + NUMBER,
+                     printed)
+    assert held and 0 < int(held.group(1)) < 24 and 0 <= float(held.group(2)) <= 1, printed
     dice = re.search(r"held-out Dice from the files: " + NUMBER, printed)
     assert dice and 0 <= float(dice.group(1)) <= 1, printed
 
-    images, _ = load_image_folder(home / "membrane" / "images")
-    held_out = [path.name for path in images[20:]]
-    image_ids, masks = masks_from_csv(out / "submission.csv", ["cell"], (512, 512))
-    assert image_ids == held_out and masks.shape == (10, 512, 512, 1)
-    for name, mask in zip(held_out, masks, strict=True):  # the CSV holds the written masks
-        written = read_mask(out / "masks" / name)
-        np.testing.assert_array_equal(mask[..., 0], written == 255)
+    with open(out / "submission.csv", newline="") as file:
+        rows = list(csv.reader(file))
+    assert rows[0] == ["id", "rle_mask"] and len(rows) == 9
+    written = sorted(path.stem for path in (out / "masks").iterdir())
+    assert sorted(image_id for image_id, _ in rows[1:]) == written
+    for image_id, rle in rows[1:]:  # the CSV holds the written masks, at 101x101
+        assert (home / "tgs-salt" / "images" / f"{image_id}.png").is_file()
+        mask = read_mask(out / "masks" / f"{image_id}.png")
+        assert mask.shape == (101, 101) and set(np.unique(mask)) <= {0, 65535}
+        np.testing.assert_array_equal(rle_decode(rle, (101, 101)), mask == 65535)
     before = (out / "submission.csv").read_bytes()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     again = subprocess.run([sys.executable, str(REPO / "examples" / "kaggle_style.py"), "--quick",

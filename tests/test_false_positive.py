@@ -555,3 +555,20 @@ def test_real_features_filter_on_out_of_fold_maps(image_filter, real_data):
     assert model.score(X, y) == pytest.approx(dice_score(y, masks))
     assert all(0 <= rate <= 1 for rate in (model.fp_rate_, model.blanked_rate_)
                if not np.isnan(rate))
+
+
+def test_mask_files_of_mixed_dtypes_are_read_as_one_encoding(tmp_path):
+    # TGS salt stores its empty masks as 8-bit PNGs and the others as 16-bit (0/65535)
+    import cv2
+
+    from skunetseg._crossfit import label_values
+    from skunetseg._false_positive import _encoding_of
+
+    salt = np.zeros((SIZE, SIZE), dtype=np.uint16)
+    salt[2:5, 2:5] = 65535
+    paths = [str(tmp_path / "empty.png"), str(tmp_path / "salt.png")]
+    cv2.imwrite(paths[0], np.zeros((SIZE, SIZE), dtype=np.uint8))
+    cv2.imwrite(paths[1], salt)
+    encoding = _encoding_of(paths, label_values(paths))
+    assert encoding.target_type == "binary"
+    assert encoding.classes.tolist() == [0, 65535]
