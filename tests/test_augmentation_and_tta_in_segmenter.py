@@ -64,6 +64,7 @@ def test_multiclass_masks_stay_one_hot_with_background_fill():
     np.testing.assert_array_equal(masks.sum(axis=-1), 1)
 
 
+@pytest.mark.slow
 def test_fit_with_augmentation_and_crops_is_reproducible(binary_data):
     X, y = binary_data
     augment = Augmenter(crop_size=(32, 32), shift_scale_rotate_p=0.5)
@@ -124,7 +125,7 @@ def test_evaluate_tta_compares_settings_without_refitting(fitted_binary, binary_
 def test_bad_augmentation_parameters(params, match, binary_data):
     X, y = binary_data
     with pytest.raises(ValueError, match=match):
-        UNetSegmenter(**SMALL, **params).fit(X, y)
+        UNetSegmenter(**{**SMALL, **params}).fit(X, y)
 
 
 def test_augmenter_parameters_are_searchable_through_the_segmenter():

@@ -192,6 +192,7 @@ def test_fold_ensemble_survives_joblib_in_a_fresh_process(fitted_ensemble, binar
     np.testing.assert_array_equal(loaded["predict"], fitted_ensemble.predict(X))
 
 
+@pytest.mark.slow
 def test_folds_train_in_parallel_processes(fitted_ensemble, binary_data):
     X, y = binary_data
     parallel = FoldEnsemble(UNetSegmenter(**SMALL, random_state=0), cv=2, n_jobs=2,

@@ -23,6 +23,7 @@ def run_example(name, *args):
     return done.stdout
 
 
+@pytest.mark.slow
 def test_quickstart_quick_prints_the_test_dice_and_writes_the_overlay(tmp_path):
     import cv2
 
@@ -43,6 +44,7 @@ def test_quickstart_quick_prints_the_test_dice_and_writes_the_overlay(tmp_path):
     assert panel.shape == (512, 3 * 512, 3)  # image | truth | prediction
 
 
+@pytest.mark.slow
 def test_cv_grid_search_quick_prints_sane_scores():
     home = shared_data_home()
     if not (home / "membrane").is_dir():
@@ -72,6 +74,7 @@ def test_cv_grid_search_quick_prints_sane_scores():
     assert 0.3 < float(test.group(2)) < 0.4  # about 22 % of the pixels are membrane
 
 
+@pytest.mark.slow
 def test_kaggle_style_quick_runs_the_ladder_to_a_submission_of_the_predicted_masks(tmp_path):
     import csv
 

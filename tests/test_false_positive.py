@@ -532,6 +532,7 @@ def test_real_image_filter_predicts_the_segmenter_or_nothing(image_filter, real_
     assert image_filter.classes_.tolist() == [0, 1] and image_filter.target_type_ == "binary"
 
 
+@pytest.mark.slow
 def test_real_image_filter_joblib_round_trip_in_a_fresh_process(image_filter, real_data,
                                                                  tmp_path):
     X, _ = real_data
@@ -539,6 +540,7 @@ def test_real_image_filter_joblib_round_trip_in_a_fresh_process(image_filter, re
     np.testing.assert_allclose(proba, image_filter.predict_proba(X), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_real_features_filter_on_out_of_fold_maps(image_filter, real_data):
     X, y = real_data
     segmenter = image_filter.segmenter_

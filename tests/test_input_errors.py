@@ -83,5 +83,5 @@ def test_bad_predict_and_score_input(fitted_binary, binary_data):
                    fitted_binary.predict, np.zeros((2, 32, 32, 3)))
     raises_cleanly(ValueError, r"y holds values \[7\] that are not among the classes \[0, 1\]",
                    fitted_binary.score, images, np.full_like(masks, 7))
-    raises_cleanly(ValueError, "y must hold one mask per image", fitted_binary.score,
-                   images, masks[:2])
+    raises_cleanly(ValueError, "X and y must hold the same number of images; got 12 and 2",
+                   fitted_binary.score, images, masks[:2])

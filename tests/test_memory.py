@@ -15,6 +15,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 COMMON = r"""
 import gc, json, sys
 sys.path.insert(0, sys.argv[1])
@@ -82,6 +84,7 @@ def _run(script):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_in_process_fits_free_everything_skunetseg_holds():
     growth = _run(IN_PROCESS)
     bare = sorted(growth["bare"])[len(growth["bare"]) // 2]
@@ -90,6 +93,7 @@ def test_in_process_fits_free_everything_skunetseg_holds():
     assert ours < 1.25 * bare + 40, growth
 
 
+@pytest.mark.slow
 def test_fits_in_subprocess_bound_the_peak_memory_of_four_fits():
     memory = _run(IN_WORKERS)
     print(f"after fits 1-2 and 3-4: peak memory {memory['peaks']} MiB, "

@@ -181,6 +181,7 @@ def test_mixed_gray_and_colour_files_are_named(disc_files, fitted_on_arrays_and_
         model.predict(colour)
 
 
+@pytest.mark.slow
 def test_fit_in_subprocess_sends_the_paths(disc_files, fitted_on_arrays_and_files):
     X, _, image_paths, mask_paths = disc_files
     _, on_files = fitted_on_arrays_and_files
@@ -188,6 +189,7 @@ def test_fit_in_subprocess_sends_the_paths(disc_files, fitted_on_arrays_and_file
     np.testing.assert_allclose(model.predict_proba(X), on_files.predict_proba(X), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_cross_val_score_over_paths_equals_over_arrays(disc_files):
     # augmented, several batches an epoch: files and arrays go through the same feed
     X, y, image_paths, mask_paths = disc_files

@@ -132,6 +132,7 @@ class _InterruptAfter:
         return Interrupt()
 
 
+@pytest.mark.slow
 def test_ctrl_c_leaves_a_fitted_model_with_the_best_weights(binary_data):
     X, y = binary_data
     model = UNetSegmenter(**{**SMALL, "epochs": 10}, callbacks=[_InterruptAfter(2)],
@@ -158,6 +159,7 @@ def test_without_validation_the_training_dice_is_watched(binary_data):
     assert "val_dice" not in model.history_[0] and "dice" in model.history_[0]
 
 
+@pytest.mark.slow
 def test_validation_data_is_used_instead_of_a_split(binary_data):
     X, y = binary_data
     model = UNetSegmenter(**SMALL, random_state=0)
@@ -167,6 +169,7 @@ def test_validation_data_is_used_instead_of_a_split(binary_data):
     assert "val_dice" in model.history_[0]
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_trains(binary_data):
     X, y = binary_data
     model = UNetSegmenter(**{**SMALL, "batch_size": 2}, accumulate_steps=2, random_state=0)
@@ -229,6 +232,7 @@ def test_predict_before_fit_raises_not_fitted():
     assert not hasattr(UNetSegmenter(), "model_")
 
 
+@pytest.mark.slow
 def test_refitting_releases_nothing_the_first_model_needs(fitted_binary, binary_data):
     X, y = binary_data
     before = fitted_binary.predict_proba(X)
@@ -238,6 +242,7 @@ def test_refitting_releases_nothing_the_first_model_needs(fitted_binary, binary_
 
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_trains_replicas_and_matches_a_single_device_fit():
     # tf.distribute on the CPU: a MirroredStrategy over the one CPU device
     X, y = synthetic_images(n=8, height=32, width=32, seed=5)

@@ -96,6 +96,7 @@ def test_cross_val_score_with_dice_scorer_in_two_processes(binary_data):
     assert scores[0] == pytest.approx(dice_scorer(first, X[:6], y[:6]), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_grid_search_over_tta_in_two_processes_refits_the_best(binary_data):
     X, y = binary_data
     # TTA settings are compared like any other parameter (two candidates keep it cheap:
