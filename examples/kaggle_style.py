@@ -29,7 +29,9 @@ one scikit-learn estimator, never loading a whole folder into memory:
    ``<out>/masks``;
 5. write ``<out>/submission.csv`` in the competition's format (``id,rle_mask``:
    the image id without extension, the mask run-length encoded column by column
-   with ``skunetseg.rle.rle_encode``; empty for an empty mask).
+   with ``skunetseg.rle.rle_encode``; empty for an empty mask);
+6. save the whole fitted ladder, without pickle, to ``<out>/model``
+   (``skunetseg.load`` opens it in any later process).
 
 Existing files are never overwritten: the run stops first.
 
@@ -110,10 +112,11 @@ def main():
 
     home = Path(get_data_home(args.data_home)) / "tgs-salt"
     out = Path(args.out)
-    csv_path, masks_dir = out / "submission.csv", out / "masks"
-    if csv_path.exists() or (masks_dir.exists() and any(masks_dir.iterdir())):
-        parser.error(f"{str(csv_path)!r} or files in {str(masks_dir)!r} exist; choose another "
-                     "--out (this example never overwrites).")
+    csv_path, masks_dir, model_dir = out / "submission.csv", out / "masks", out / "model"
+    if (csv_path.exists() or model_dir.exists()
+            or (masks_dir.exists() and any(masks_dir.iterdir()))):
+        parser.error(f"{str(csv_path)!r}, {str(model_dir)!r} or files in {str(masks_dir)!r} "
+                     "exist; choose another --out (this example never overwrites).")
 
     setting_name = "quick" if args.quick else "full"
     setting = SETTINGS[setting_name]
@@ -147,6 +150,8 @@ def main():
     write_submission(csv_path, image_ids, [read_mask(path) == salt for path in written])
     print(f"wrote {len(written)} mask files to {str(masks_dir)!r} and "
           f"{len(image_ids)} rows to {str(csv_path)!r}")
+    model.save(model_dir)
+    print(f"saved the fitted ladder to {str(model_dir)!r}")
 
 
 if __name__ == "__main__":

@@ -108,6 +108,20 @@ def test_kaggle_style_quick_runs_the_ladder_to_a_submission_of_the_predicted_mas
         mask = read_mask(out / "masks" / f"{image_id}.png")
         assert mask.shape == (101, 101) and set(np.unique(mask)) <= {0, 65535}
         np.testing.assert_array_equal(rle_decode(rle, (101, 101)), mask == 65535)
+    # the saved ladder, loaded in a fresh process, predicts the masks that were written
+    check = ("import sys, skunetseg\n"
+             "from skunetseg.io import read_mask\n"
+             "model, ids = skunetseg.load(sys.argv[1]), sys.argv[4:]\n"
+             "images = [f'{sys.argv[2]}/{i}.png' for i in ids]\n"
+             "for i, mask in zip(ids, model.predict(images)):\n"
+             "    assert (mask == read_mask(f'{sys.argv[3]}/{i}.png')).all(), i\n"
+             "print('same', len(ids))\n")
+    loaded = subprocess.run(
+        [sys.executable, "-c", check, str(out / "model"), str(home / "tgs-salt" / "images"),
+         str(out / "masks"), *[image_id for image_id, _ in rows[1:]]],
+        env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
+        timeout=600)
+    assert loaded.returncode == 0 and "same 8" in loaded.stdout, loaded.stderr[-2000:]
     before = (out / "submission.csv").read_bytes()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     again = subprocess.run([sys.executable, str(REPO / "examples" / "kaggle_style.py"), "--quick",
