@@ -178,6 +178,7 @@ TINY = ("--backbone", "vgg16", "--decoder-filters", 16, 8, 8, 4, 4, "--epochs", 
         "--random-state", 0, "-q")
 
 
+@pytest.mark.slow
 def test_fit_with_folds_saves_a_fold_ensemble(folder, tmp_path):
     import skunetseg
 
@@ -192,6 +193,7 @@ def test_fit_with_folds_saves_a_fold_ensemble(folder, tmp_path):
         assert [row["fold"] for row in csv.DictReader(file)] == ["1", "2"]
 
 
+@pytest.mark.slow
 def test_fit_with_a_false_positive_filter(folder, tmp_path):
     import skunetseg
     from skunetseg.cli import _set_tta

@@ -10,6 +10,7 @@ from skunetseg import UNetSegmenter, dice_scorer
 distributed = pytest.importorskip("distributed", reason="pip install skunetseg[distributed]")
 
 
+@pytest.mark.slow
 def test_grid_search_runs_on_a_dask_cluster_of_two_worker_processes(binary_data):
     import joblib
 

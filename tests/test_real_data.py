@@ -2,10 +2,12 @@
 
 import cv2
 import numpy as np
+import pytest
 
 from skunetseg import UNetSegmenter, dice_score
 
 
+@pytest.mark.slow
 def test_from_scratch_fit_on_membrane_beats_predicting_all_membrane(membrane):
     size = 128
     X = np.stack([cv2.resize(i, (size, size), interpolation=cv2.INTER_AREA)

@@ -85,6 +85,7 @@ def test_repr_shows_only_changed_parameters():
         "UNetSegmenter(backbone='resnet18', epochs=3)"
 
 
+@pytest.mark.slow
 def test_cross_val_score_with_dice_scorer_in_two_processes(binary_data):
     X, y = binary_data
     model = UNetSegmenter(**SMALL, random_state=0)
