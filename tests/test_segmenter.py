@@ -99,6 +99,7 @@ def test_multilabel_masks_get_one_sigmoid_per_class():
     assert model.n_channels_in_ == 3
 
 
+@pytest.mark.slow
 def test_same_random_state_gives_identical_predictions(binary_data):
     X, y = binary_data
     first = UNetSegmenter(**SMALL, random_state=7).fit(X, y)
