@@ -32,6 +32,7 @@ import time
 
 import cv2
 import numpy as np
+from _timing import timed
 from sklearn.frozen import FrozenEstimator
 
 from skunetseg import FalsePositiveFilter, PresenceClassifier, UNetSegmenter
@@ -62,11 +63,6 @@ def test_metrics(truth, before, after):
         "blanked": float((shown_before & ~shown_after)[~empty].mean()),
     }
 
-
-def timed(function, *args, **kwargs):
-    start = time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, time.perf_counter() - start
 
 
 def main():

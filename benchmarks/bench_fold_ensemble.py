@@ -17,20 +17,14 @@ Usage::
 """
 
 import argparse
-import time
 
 import numpy as np
 from _membrane import membrane_at
+from _timing import timed
 
 from skunetseg import FoldEnsemble, UNetSegmenter
 from skunetseg.metrics import dice_score
 from skunetseg.postprocess import postprocess, tune_postprocessing
-
-
-def timed(function, *args):
-    start = time.perf_counter()
-    result = function(*args)
-    return result, time.perf_counter() - start
 
 
 def set_tta(model, tta):

@@ -44,9 +44,9 @@ time each row added. Usage::
 
 import argparse
 import os
-import time
 
 import numpy as np
+from _timing import timed
 from sklearn.base import BaseEstimator
 from sklearn.frozen import FrozenEstimator
 
@@ -119,11 +119,6 @@ def test_metrics(truth, predicted):
         "n_fp": int(shown[~salt].sum()),
     }
 
-
-def timed(function, *args, **kwargs):
-    start = time.perf_counter()
-    result = function(*args, **kwargs)
-    return result, time.perf_counter() - start
 
 
 def main():
