@@ -1,7 +1,7 @@
 """The one cross-fitting engine of FoldEnsemble and FalsePositiveFilter.
 
-Splitting (``cv=<int>`` is ``KFold(k, shuffle=True, random_state=random_state)``
-in both), the checks made before any fold trains (enough folds, test folds
+Splitting (``cv=<int>`` is a shuffled, seeded k-fold split stratified on which
+classes each image holds, in both), the checks made before any fold trains (enough folds, test folds
 that do not overlap, every fold's training part seeing every class of ``y``),
 one ``clone`` per fold fitted in parallel with joblib, and the out-of-fold
 probabilities: one array, or a list of per-image maps when the images differ
@@ -15,26 +15,37 @@ import numpy as np
 from joblib import Parallel, delayed
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
-from sklearn.model_selection import KFold, check_cv
+from sklearn.model_selection import KFold, StratifiedKFold, check_cv
 
 from ._base import take_rows
 from ._images import is_paths
 from .io import binarize_mask, check_paths, read_mask
 
-__all__ = ["make_folds", "label_values", "check_fold_classes", "fit_folds",
+__all__ = ["make_folds", "class_strata", "label_values", "check_fold_classes", "fit_folds",
            "fit_with_validation", "fit_predict_fold", "out_of_fold", "held_out"]
 
 
-def make_folds(cv, n_images, *, random_state=None, groups=None, split_y=None, min_folds=2):
+def make_folds(cv, n_images, *, random_state=None, groups=None, split_y=None, strata=None,
+               min_folds=2):
     """The ``(train, test)`` index arrays of ``cv``, checked before anything trains.
 
-    ``cv`` is an int ``k`` (``KFold(k, shuffle=True, random_state=random_state)``),
-    a scikit-learn splitter (given ``split_y`` and ``groups``) or an iterable of
-    ``(train, test)`` pairs. Raises a ValueError when it gives fewer than
-    ``min_folds`` folds or when its test folds overlap.
+    ``cv`` is an int ``k``, a scikit-learn splitter (given ``split_y`` and
+    ``groups``) or an iterable of ``(train, test)`` pairs. An int is
+    ``StratifiedKFold(k, shuffle=True, random_state=random_state)`` over
+    ``strata`` (one hashable key per image, such as :func:`class_strata`), so
+    that images with and without each class spread over every fold; keys held
+    by fewer than ``k`` images are pooled, and it is plain shuffled ``KFold``
+    when ``strata`` is None or no key is held by ``k`` images. Raises a
+    ValueError when ``cv`` gives fewer than ``min_folds`` folds or when its test
+    folds overlap.
     """
     if isinstance(cv, Integral) and not isinstance(cv, bool):
-        splitter = KFold(cv, shuffle=True, random_state=random_state)
+        codes = _stratum_codes(strata, cv)
+        if codes is None:
+            splitter, split_y = KFold(cv, shuffle=True, random_state=random_state), None
+        else:
+            splitter, split_y = StratifiedKFold(cv, shuffle=True,
+                                                random_state=random_state), codes
     else:
         splitter = check_cv(cv)
     folds = [(np.asarray(train, dtype=int), np.asarray(test, dtype=int))
@@ -46,6 +57,41 @@ def make_folds(cv, n_images, *, random_state=None, groups=None, split_y=None, mi
         raise ValueError("The test folds of cv overlap: each image may be held out at most "
                          "once, or its out-of-fold prediction would be ambiguous.")
     return folds
+
+
+def _stratum_codes(strata, k):
+    """Integer stratum of each image for ``StratifiedKFold(k)``; keys held by
+    fewer than ``k`` images share one pooled stratum. None when nothing is left
+    to stratify (no strata, or a single stratum once the rare keys are pooled)."""
+    if strata is None:
+        return None
+    keys = list(strata)
+    counts = {}
+    for key in keys:
+        counts[key] = counts.get(key, 0) + 1
+    common = sorted((key for key, count in counts.items() if count >= k), key=repr)
+    if not common:
+        return None
+    code = {key: index for index, key in enumerate(common)}
+    pooled = len(code)
+    codes = np.array([code.get(key, pooled) for key in keys])
+    if 0 < np.count_nonzero(codes == pooled) < k:
+        # the pooled rare keys are themselves too few: they join the largest stratum
+        codes[codes == pooled] = np.bincount(codes[codes != pooled]).argmax()
+    return codes if len(np.unique(codes)) > 1 else None
+
+
+def class_strata(y, values):
+    """One key per image for stratified folds: which classes its mask holds.
+
+    ``values`` is :func:`label_values` of ``y``; for multilabel arrays (where it
+    is None) the key is which channels hold any pixel.
+    """
+    if values is not None:
+        return [tuple(sorted(value for value in image if value)) for image in values]
+    y = np.asarray(y)
+    present = y.reshape(len(y), -1, y.shape[-1]).any(axis=1)
+    return [tuple(np.flatnonzero(row).tolist()) for row in present]
 
 
 def label_values(y, *, name="y", binarize=False):

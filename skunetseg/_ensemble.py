@@ -18,6 +18,7 @@ from ._base import (
 )
 from ._crossfit import (
     check_fold_classes,
+    class_strata,
     fit_folds,
     fit_predict_fold,
     held_out,
@@ -71,7 +72,10 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
         :class:`FalsePositiveFilter`, or your own (see the user guide's page "How
         to wrap your own segmenter"). Each fold model predicts with its own TTA.
     cv : int, cross-validation generator or iterable, default=3
-        An int ``k`` means ``KFold(k, shuffle=True, random_state=random_state)``;
+        An int ``k`` means ``StratifiedKFold(k, shuffle=True,
+        random_state=random_state)`` over which classes each image's mask holds
+        (empty images, images with class 1, ... spread evenly over the folds;
+        plain shuffled ``KFold`` when no such pattern is held by ``k`` images);
         any scikit-learn splitter (``GroupKFold`` keeps the images of a patient or
         a scene together: pass ``groups`` to ``fit``) or iterable of
         ``(train, test)`` index arrays works.
@@ -215,10 +219,11 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
         if len(X) != len(y):
             raise ValueError(f"X and y must hold the same number of images; got {len(X)} and "
                              f"{len(y)}.")
-        self.folds_ = make_folds(self.cv, len(X), random_state=self.random_state,
-                                 groups=groups, min_folds=2)
         binarize = binarizes_masks(self)  # read the masks as the fold models do
-        check_fold_classes(self.folds_, label_values(y, binarize=binarize))
+        values = label_values(y, binarize=binarize)
+        self.folds_ = make_folds(self.cv, len(X), random_state=self.random_state,
+                                 groups=groups, strata=class_strata(y, values), min_folds=2)
+        check_fold_classes(self.folds_, values)
         fitted = fit_folds(_fit_fold, self.folds_, n_jobs=self.n_jobs,
                            estimator=self._get_estimator(), X=X, y=y, verbose=self.verbose)
         self.estimators_ = [estimator for estimator, _ in fitted]

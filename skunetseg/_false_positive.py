@@ -285,8 +285,8 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
         than the Dice says. None: no budget. Ignored without ``tune_threshold``.
     cv : int, cross-validation generator, iterable or None, default=3
         Folds giving the out-of-fold predictions over the training images (see
-        Notes): an int ``k`` is ``KFold(k, shuffle=True,
-        random_state=random_state)``, as in :class:`~skunetseg.FoldEnsemble`.
+        Notes): an int ``k`` is a shuffled ``StratifiedKFold`` over which
+        classes each image holds, as in :class:`~skunetseg.FoldEnsemble`.
         Test folds must not overlap; they may leave images out:
         ``ShuffleSplit(n_splits=1, test_size=0.2)`` is a holdout, which costs
         one extra fit instead of ``cv``. None: no cross-fitting; the held-out
@@ -527,7 +527,7 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
             return None, None, None
         folds = make_folds(self.cv, len(X), random_state=self.random_state,
                            split_y=labels[:, 0] if labels.shape[1] == 1 else labels,
-                           min_folds=1)
+                           strata=[tuple(row) for row in labels.astype(bool)], min_folds=1)
         check_fold_classes(folds, values)
         fitted = fit_folds(_fit_fold, folds, n_jobs=self.n_jobs,
                            segmenter=self._fold_segmenter(),

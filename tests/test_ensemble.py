@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import SMALL, predict_in_fresh_process, synthetic_images
 from sklearn.base import BaseEstimator, clone
-from sklearn.model_selection import GroupKFold, KFold, cross_val_score
+from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold, cross_val_score
 
 from skunetseg import FoldEnsemble, TargetEncoding, UNetSegmenter, dice_scorer
 from skunetseg.metrics import dice_score
@@ -72,13 +72,43 @@ def test_each_fold_model_validates_on_its_held_out_fold_and_oof_is_never_in_samp
     assert ensemble.oof_fold_scores_.shape == (3,)
 
 
-def test_int_cv_is_a_shuffled_kfold_seeded_by_random_state():
+def test_int_cv_is_a_shuffled_stratified_kfold_seeded_by_random_state():
     X, y = probability_maps()
     folds = FoldEnsemble(ProbabilityStub(), cv=4, random_state=3).fit(X, y).folds_
-    expected = KFold(4, shuffle=True, random_state=3).split(X)
+    has_object = y.reshape(len(y), -1).any(axis=1)
+    expected = StratifiedKFold(4, shuffle=True, random_state=3).split(X, has_object)
     for (train, test), (train_ref, test_ref) in zip(folds, expected, strict=True):
         np.testing.assert_array_equal(test, test_ref)
         np.testing.assert_array_equal(train, train_ref)
+        assert has_object[test].sum() in (1, 2)  # 6 of 12 hold an object: 1-2 per fold of 3
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_int_cv_never_leaves_a_training_part_without_objects(seed):
+    # 8 images, 4 of them empty: plain shuffled KFold(2) unbalances the halves for
+    # half of the seeds and leaves a training half all empty for 1 seed in 35, which
+    # fails the fit (CI met one)
+    X, y = probability_maps(n=8)
+    ensemble = FoldEnsemble(ProbabilityStub(), cv=2, random_state=seed).fit(X, y)
+    for train, _ in ensemble.folds_:
+        assert y[train].reshape(len(train), -1).any(axis=1).sum() == 2
+
+
+def test_stratum_codes_pool_rare_class_patterns():
+    from skunetseg._crossfit import class_strata, label_values, make_folds
+    y = np.zeros((9, 4, 4), np.uint8)
+    y[:4, 0, 0] = 1  # four images of class 1
+    y[4, 0, 0] = 2  # one image of class 2 alone: too rare for its own stratum
+    values = label_values(y)
+    assert class_strata(y, values)[:5] == [(1,)] * 4 + [(2,)]
+    folds = make_folds(3, 9, random_state=0, strata=class_strata(y, values))
+    assert [sorted(test) for _, test in folds] != [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    for _, test in folds:  # class-1 images are spread: at most 2 per test fold
+        assert np.isin(test, np.arange(4)).sum() <= 2
+    # one pattern only (all empty): plain shuffled KFold
+    np.testing.assert_array_equal(
+        make_folds(3, 9, random_state=0, strata=[()] * 9)[0][1],
+        next(KFold(3, shuffle=True, random_state=0).split(np.zeros(9)))[1])
 
 
 def test_group_kfold_keeps_groups_together():

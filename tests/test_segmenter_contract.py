@@ -10,7 +10,7 @@ import pytest
 from conftest import SMALL, synthetic_images
 from sklearn.base import BaseEstimator
 from sklearn.frozen import FrozenEstimator
-from sklearn.model_selection import KFold, ShuffleSplit
+from sklearn.model_selection import KFold, ShuffleSplit, StratifiedKFold
 
 from skunetseg import (
     FalsePositiveFilter,
@@ -20,6 +20,7 @@ from skunetseg import (
     UNetSegmenter,
     dice_score,
 )
+from skunetseg._crossfit import make_folds
 from skunetseg.postprocess import PostProcessing, postprocess, tune_postprocessing
 
 
@@ -111,13 +112,22 @@ def test_folds_are_checked_before_any_fold_trains():
         FalsePositiveFilter(Thresholded(), "features", cv=KFold(2)).fit(X, y)
 
 
-def test_int_cv_means_a_shuffled_seeded_kfold_in_both_meta_estimators():
+def test_int_cv_means_the_same_stratified_shuffled_folds_in_both_meta_estimators(
+        monkeypatch):
+    import skunetseg._false_positive as false_positive
     X, y = synthetic_images(n=12, height=8, width=8, seed=3)
-    expected = [test for _, test in KFold(3, shuffle=True, random_state=4).split(X)]
+    has_object = y.reshape(len(y), -1).any(axis=1)
+    assert 3 <= has_object.sum() <= 9  # two patterns, each in 3 images or more
+    expected = [test.tolist() for _, test in
+                StratifiedKFold(3, shuffle=True, random_state=4).split(X, has_object)]
     ensemble = FoldEnsemble(Thresholded(), cv=3, random_state=4).fit(X, y)
-    assert [test.tolist() for _, test in ensemble.folds_] == [t.tolist() for t in expected]
+    assert [test.tolist() for _, test in ensemble.folds_] == expected
+    made = []
+    monkeypatch.setattr(false_positive, "make_folds",
+                        lambda *args, **kwargs: made.append(make_folds(*args, **kwargs))
+                        or made[-1])
     fp_filter = FalsePositiveFilter(Thresholded(), "features", cv=3, random_state=4).fit(X, y)
-    # the filter's held-out rows come fold after fold, in the same order
+    assert [test.tolist() for _, test in made[0]] == expected
     assert fp_filter.n_held_out_ == 12
 
 
