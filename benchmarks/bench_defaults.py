@@ -50,6 +50,8 @@ OLD = dict(loss="jaccard", validation_fraction=0.1, early_stopping_patience=10,
            reduce_lr_patience=5, bn_momentum="auto", augment=None)
 CANDIDATES = {
     "default": {},
+    "bce": {"loss": "bce"},
+    "bn0.9": {"bn_momentum": 0.9},
     "old": OLD,
     "old+bce": {**OLD, "loss": "bce"},
     "old+bce_jaccard": {**OLD, "loss": "bce_jaccard"},

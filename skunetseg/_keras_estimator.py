@@ -216,8 +216,8 @@ class KerasModelMixin(SaveMixin):
 
     def _predict_network(self):
         """The network to predict with: :attr:`model_`, or its copy under the dtype
-        policy that ``mixed_precision`` gives prediction on this machine (bfloat16
-        on a CPU with bfloat16 units, see :func:`skunetseg._model.resolve_mixed_precision`)."""
+        policy that ``mixed_precision`` gives prediction on this machine (see
+        :func:`skunetseg._model.resolve_mixed_precision`)."""
         keras_side = _keras_side()
         policy = keras_side.resolve_mixed_precision(self.mixed_precision, purpose="predict")
         return keras_side.under_policy(

@@ -14,7 +14,7 @@ import weakref
 
 import numpy as np
 
-from ._backend import cpu_supports_bfloat16, gpu_available, keras, sm, tf
+from ._backend import gpu_available, keras, sm, tf
 from ._batches import AugmentedBatches  # noqa: F401  (the estimator's training input)
 from ._keras_metrics import KaggleDice, MaskAccuracy
 from .losses import get_loss
@@ -41,18 +41,19 @@ def resolve_mixed_precision(mixed_precision, purpose="train"):
     """Return the Keras dtype policy for the ``mixed_precision`` parameter.
 
     ``purpose`` is ``"train"`` or ``"predict"``. True: ``"mixed_float16"``.
-    False: ``"float32"``. ``"auto"``: ``"mixed_float16"`` on a GPU; on a CPU,
-    ``"mixed_bfloat16"`` to predict when the CPU has bfloat16 units (detected,
-    :func:`skunetseg._backend.cpu_supports_bfloat16`), else ``"float32"``; a CPU
-    always trains in float32 (bfloat16 training measured 0.5x as fast, see
-    docs/design.md).
+    False: ``"float32"``. ``"auto"``: ``"mixed_float16"`` on a GPU, else
+    ``"float32"``. ``"bfloat16"``: ``"mixed_bfloat16"``, except that a CPU
+    trains in float32 (bfloat16 training measured 0.5x as fast). bfloat16
+    prediction is opt-in because it changes the masks: its Dice differed from
+    float32's by up to 0.005 (docs/design.md), and a saved model must predict
+    the same masks on every CPU.
     """
     if mixed_precision == "auto":
-        if gpu_available():
-            return "mixed_float16"
-        if purpose == "predict" and cpu_supports_bfloat16():
-            return "mixed_bfloat16"
-        return "float32"
+        return "mixed_float16" if gpu_available() else "float32"
+    if mixed_precision == "bfloat16":
+        if purpose == "train" and not gpu_available():
+            return "float32"
+        return "mixed_bfloat16"
     return "mixed_float16" if mixed_precision else "float32"
 
 

@@ -79,14 +79,16 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
     augment : None, str or Augmenter, default=None
         Training augmentation, as in ``UNetSegmenter``. Every transform keeps
         the image's labels.
-    mixed_precision : "auto" or bool, default="auto"
+    mixed_precision : "auto", "bfloat16" or bool, default="auto"
         Compute in a 16-bit float type with float32 weights. True: float16.
-        ``"auto"``: float16 on a GPU; on a CPU whose flags report bfloat16
-        units (``avx512_bf16`` or ``amx_bf16``), prediction in bfloat16 (about
-        2.4x as fast; training stays float32, where bfloat16 measured slower);
-        elsewhere float32. False: float32. Whatever the precision a model was
-        trained in, it predicts in the one chosen here, with the same weights;
-        predictions always come back as float32.
+        ``"auto"``: float16 on a GPU, float32 on a CPU. ``"bfloat16"``:
+        prediction in bfloat16 (about 2.4x as fast on a CPU whose flags report
+        ``avx512_bf16`` or ``amx_bf16``, slower on others; the masks change a
+        little: Dice within 0.005 of float32's in docs/benchmarks.md), training
+        in bfloat16 on a GPU and in float32 on a CPU (where bfloat16 measured
+        slower). False: float32. Whatever the precision a model was trained in,
+        it predicts in the one chosen here, with the same weights; predictions
+        always come back as float32.
     callbacks : list of keras.callbacks.Callback, default=None
         Extra Keras callbacks; each fit uses shallow copies.
     random_state : int, RandomState instance or None, default=None
@@ -161,7 +163,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         "threshold": [Interval(Real, 0, 1, closed="neither")],
         "augment": [None, StrOptions(set(AUGMENT_PRESETS)), HasMethods(["augment_batch"]),
                     callable],
-        "mixed_precision": [StrOptions({"auto"}), "boolean"],
+        "mixed_precision": [StrOptions({"auto", "bfloat16"}), "boolean"],
         "callbacks": [list, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],

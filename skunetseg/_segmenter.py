@@ -159,14 +159,16 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         map each back and merge them. Views are predicted in batches.
     tta_merge : {"mean", "gmean", "max"}, default="mean"
         How the views' probabilities are merged.
-    mixed_precision : "auto" or bool, default="auto"
+    mixed_precision : "auto", "bfloat16" or bool, default="auto"
         Compute in a 16-bit float type with float32 weights. True: float16.
-        ``"auto"``: float16 on a GPU; on a CPU whose flags report bfloat16
-        units (``avx512_bf16`` or ``amx_bf16``), prediction in bfloat16 (about
-        2.4x as fast; training stays float32, where bfloat16 measured slower);
-        elsewhere float32. False: float32. Whatever the precision a model was
-        trained in, it predicts in the one chosen here, with the same weights;
-        predictions always come back as float32.
+        ``"auto"``: float16 on a GPU, float32 on a CPU. ``"bfloat16"``:
+        prediction in bfloat16 (about 2.4x as fast on a CPU whose flags report
+        ``avx512_bf16`` or ``amx_bf16``, slower on others; the masks change a
+        little: Dice within 0.005 of float32's in docs/benchmarks.md), training
+        in bfloat16 on a GPU and in float32 on a CPU (where bfloat16 measured
+        slower). False: float32. Whatever the precision a model was trained in,
+        it predicts in the one chosen here, with the same weights; predictions
+        always come back as float32.
     distribute : {"auto", "mirrored"} or None, default="auto"
         Data-parallel training through ``tf.distribute``: ``"mirrored"`` trains
         one replica per visible GPU (``tf.distribute.MirroredStrategy``; the CPU
@@ -284,7 +286,7 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
                     callable],
         "tta": [None, StrOptions(set(TTA_PRESETS)), list, tuple],
         "tta_merge": [StrOptions(set(MERGE_METHODS))],
-        "mixed_precision": [StrOptions({"auto"}), "boolean"],
+        "mixed_precision": [StrOptions({"auto", "bfloat16"}), "boolean"],
         "distribute": [StrOptions({"auto", "mirrored"}), None],
         "callbacks": [list, None],
         "fit_in_subprocess": ["boolean"],

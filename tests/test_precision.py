@@ -5,13 +5,19 @@ import copy
 import numpy as np
 import pytest
 
-# (mixed_precision, purpose, GPU, CPU with bfloat16 units) -> dtype policy
+# (mixed_precision, purpose, GPU, CPU with bfloat16 units) -> dtype policy: the units
+# do not change the choice (bfloat16 is opt-in); the rows check that
 POLICIES = [
     ("auto", "train", True, False, "mixed_float16"),
     ("auto", "predict", True, True, "mixed_float16"),
     ("auto", "train", False, True, "float32"),
-    ("auto", "predict", False, True, "mixed_bfloat16"),
+    ("auto", "predict", False, True, "float32"),  # bfloat16 changes masks: opt-in
     ("auto", "predict", False, False, "float32"),
+    ("bfloat16", "predict", False, True, "mixed_bfloat16"),
+    ("bfloat16", "predict", False, False, "mixed_bfloat16"),
+    ("bfloat16", "train", False, True, "float32"),
+    ("bfloat16", "train", True, False, "mixed_bfloat16"),
+    ("bfloat16", "predict", True, False, "mixed_bfloat16"),
     (False, "predict", False, True, "float32"),
     (False, "predict", True, True, "float32"),
     (True, "train", False, False, "mixed_float16"),
@@ -23,8 +29,10 @@ POLICIES = [
 def test_policy_choice(monkeypatch, mixed_precision, purpose, gpu, bf16, expected):
     from skunetseg import _model
 
+    from skunetseg import _backend
+
     monkeypatch.setattr(_model, "gpu_available", lambda: gpu)
-    monkeypatch.setattr(_model, "cpu_supports_bfloat16", lambda: bf16)
+    monkeypatch.setattr(_backend, "cpu_supports_bfloat16", lambda path=None: bf16)
     assert _model.resolve_mixed_precision(mixed_precision, purpose=purpose) == expected
 
 
@@ -44,24 +52,22 @@ def test_bfloat16_units_are_read_from_the_cpu_flags(tmp_path, flags, expected):
 
 
 @pytest.fixture
-def bfloat16_cpu(monkeypatch):
-    """Make ``mixed_precision="auto"`` see a CPU with bfloat16 units. TensorFlow computes
-    bfloat16 on every x86 CPU (slowly without the units), so the numbers can be checked
-    anywhere; only the speed needs the units."""
+def cpu_only(monkeypatch):
+    """A CPU machine. TensorFlow computes bfloat16 on every x86 CPU (slowly without
+    the units), so the numbers can be checked anywhere; only the speed needs them."""
     from skunetseg import _model
 
     monkeypatch.setattr(_model, "gpu_available", lambda: False)
-    monkeypatch.setattr(_model, "cpu_supports_bfloat16", lambda: True)
 
 
-def test_bfloat16_prediction_matches_float32(fitted_binary, binary_data, bfloat16_cpu):
+def test_bfloat16_prediction_matches_float32(fitted_binary, binary_data, cpu_only):
     X, y = binary_data
-    exact = copy.copy(fitted_binary).set_params(mixed_precision=False)  # shares the network
+    exact = copy.copy(fitted_binary)  # shares the network
+    assert exact.mixed_precision == "auto"  # float32 on a CPU
     reference = exact.predict_proba(X)
     assert exact._predict_network() is exact.model_
 
-    fast = copy.copy(fitted_binary)
-    assert fast.mixed_precision == "auto"
+    fast = copy.copy(fitted_binary).set_params(mixed_precision="bfloat16")
     network = fast._predict_network()
     assert network is not fast.model_ and network.layers[1].compute_dtype == "bfloat16"
     proba = fast.predict_proba(X)
