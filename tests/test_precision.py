@@ -27,9 +27,7 @@ POLICIES = [
 
 @pytest.mark.parametrize("mixed_precision,purpose,gpu,bf16,expected", POLICIES)
 def test_policy_choice(monkeypatch, mixed_precision, purpose, gpu, bf16, expected):
-    from skunetseg import _model
-
-    from skunetseg import _backend
+    from skunetseg import _backend, _model
 
     monkeypatch.setattr(_model, "gpu_available", lambda: gpu)
     monkeypatch.setattr(_backend, "cpu_supports_bfloat16", lambda path=None: bf16)
