@@ -42,6 +42,7 @@ import cv2
 import numpy as np
 
 from skunetseg import UNetSegmenter
+from skunetseg.augment import Augmenter
 from skunetseg.datasets import load_membrane
 from skunetseg.metrics import dice_per_pair
 
@@ -52,6 +53,8 @@ CANDIDATES = {
     "default": {},
     "bce": {"loss": "bce"},
     "bn0.9": {"bn_momentum": 0.9},
+    "noaug": {"augment": None},
+    "hflip": {"augment": Augmenter(vflip_p=0.0)},
     "old": OLD,
     "old+bce": {**OLD, "loss": "bce"},
     "old+bce_jaccard": {**OLD, "loss": "bce_jaccard"},
