@@ -9,6 +9,7 @@ in size.
 """
 
 import inspect
+from collections import Counter
 from numbers import Integral
 
 import numpy as np
@@ -66,9 +67,7 @@ def _stratum_codes(strata, k):
     if strata is None:
         return None
     keys = list(strata)
-    counts = {}
-    for key in keys:
-        counts[key] = counts.get(key, 0) + 1
+    counts = Counter(keys)
     common = sorted((key for key, count in counts.items() if count >= k), key=repr)
     if not common:
         return None

@@ -33,6 +33,7 @@ from ._base import (
 )
 from ._crossfit import (
     check_fold_classes,
+    class_strata,
     fit_folds,
     fit_with_validation,
     label_values,
@@ -527,7 +528,7 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
             return None, None, None
         folds = make_folds(self.cv, len(X), random_state=self.random_state,
                            split_y=labels[:, 0] if labels.shape[1] == 1 else labels,
-                           strata=[tuple(row) for row in labels.astype(bool)], min_folds=1)
+                           strata=class_strata(y, values), min_folds=1)
         check_fold_classes(folds, values)
         fitted = fit_folds(_fit_fold, folds, n_jobs=self.n_jobs,
                            segmenter=self._fold_segmenter(),

@@ -80,15 +80,9 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         Training augmentation, as in ``UNetSegmenter``. Every transform keeps
         the image's labels.
     mixed_precision : "auto", "bfloat16" or bool, default="auto"
-        Compute in a 16-bit float type with float32 weights. True: float16.
-        ``"auto"``: float16 on a GPU, float32 on a CPU. ``"bfloat16"``:
-        prediction in bfloat16 (about 2.4x as fast on a CPU whose flags report
-        ``avx512_bf16`` or ``amx_bf16``, slower on others; the masks change a
-        little: Dice within 0.005 of float32's in docs/benchmarks.md), training
-        in bfloat16 on a GPU and in float32 on a CPU (where bfloat16 measured
-        slower). False: float32. Whatever the precision a model was trained in,
-        it predicts in the one chosen here, with the same weights; predictions
-        always come back as float32.
+        Compute precision, as in :class:`~skunetseg.UNetSegmenter`: ``"auto"``
+        float16 on a GPU and float32 on a CPU, ``"bfloat16"`` bfloat16
+        prediction, True float16, False float32.
     callbacks : list of keras.callbacks.Callback, default=None
         Extra Keras callbacks; each fit uses shallow copies.
     random_state : int, RandomState instance or None, default=None
