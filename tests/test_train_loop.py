@@ -1,4 +1,4 @@
-"""Validation images are evaluated in batches of ``batch_size``, like the training images."""
+"""How :func:`skunetseg._model.train` runs Keras' ``fit``: validation batches, tracing."""
 
 import math
 
@@ -58,3 +58,32 @@ def test_validation_arrays_are_batched_at_batch_size(n_valid, batch_size):
         callbacks=[CountBatches()], verbose=0, monitor="loss", mode="min")
     assert sizes == [math.ceil(n_valid / batch_size)] * 2
     assert [epoch["val_batch"] for epoch in history] == [min(batch_size, n_valid)] * 2
+
+
+@pytest.mark.parametrize("build_first", [True, False])
+def test_the_training_step_is_traced_once(monkeypatch, build_first):
+    # A tf.function that creates variables (Adam's moments, built lazily by Keras 3)
+    # during its first trace is traced twice; train() builds the optimizer before
+    # fit, so the step's Python runs once. The unbuilt case shows the test can fail.
+    from skunetseg import _model
+
+    keras = _model.keras
+    traces = []
+
+    class CountingModel(keras.Model):
+        def train_step(self, data):
+            traces.append(1)  # Python side effect: runs once per trace
+            return super().train_step(data)
+
+    inputs = keras.Input((None, None, 1))
+    model = CountingModel(inputs, keras.layers.Conv2D(1, 3, padding="same",
+                                                      activation="sigmoid")(inputs))
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    if not build_first:
+        monkeypatch.setattr(_model, "build_optimizer", lambda model: None)
+    rng = np.random.default_rng(0)
+    x = rng.random((8, 16, 16, 1), dtype=np.float32)
+    _model.train(model, (x, (x > 0.5).astype(np.float32)), validation_data=None, epochs=2,
+                 batch_size=4, early_stopping_patience=None, reduce_lr_patience=None,
+                 reduce_lr_factor=0.5, callbacks=None, verbose=0, monitor="loss", mode="min")
+    assert len(traces) == (1 if build_first else 2)
