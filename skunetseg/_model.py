@@ -185,13 +185,44 @@ def auto_batchnorm_momentum(steps_per_epoch):
     return min(0.99, 1.0 - 1.0 / max(1, steps_per_epoch))
 
 
+@keras.saving.register_keras_serializable(package="skunetseg")
+class FusedAdam(keras.optimizers.Adam):
+    """Keras 3's Adam with each variable's update as one TensorFlow op.
+
+    Keras 3 writes Adam's update as about fifteen small ops per variable (casts,
+    powers, the two moment updates, the step); an EfficientNet U-Net has some 400
+    variables, so the training step holds thousands of them, and tracing them is
+    a large part of a fit's first epoch. ``ResourceApplyAdam``, the kernel tf-keras
+    uses, computes the same update (``m``, ``v``, then
+    ``lr * sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)``) in one op.
+    Gradient accumulation, clipping and loss scaling stay Keras' own; AMSGrad,
+    sparse gradients and variables other than float32 take Keras' path.
+    """
+
+    def update_step(self, gradient, variable, learning_rate):
+        if (self.amsgrad or isinstance(gradient, tf.IndexedSlices)
+                or variable.dtype != tf.float32):
+            return super().update_step(gradient, variable, learning_rate)
+        index = self._get_variable_index(variable)
+        step = tf.cast(self.iterations + 1, tf.float32)
+        beta_1 = tf.constant(self.beta_1, tf.float32)
+        beta_2 = tf.constant(self.beta_2, tf.float32)
+        tf.raw_ops.ResourceApplyAdam(
+            var=variable.handle, m=self._momentums[index].handle,
+            v=self._velocities[index].handle,
+            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, tf.float32), beta1=beta_1, beta2=beta_2,
+            epsilon=tf.constant(self.epsilon, tf.float32),
+            grad=tf.cast(gradient, tf.float32), use_locking=False)
+
+
 def compile_model(model, *, loss, activation, learning_rate, accumulate_steps, threshold,
                   metrics=None):
     """Compile with Adam (gradient accumulation when ``accumulate_steps > 1``).
 
     ``metrics=None`` means the segmentation metrics ``dice`` and ``mask_accuracy``.
     """
-    optimizer = keras.optimizers.Adam(
+    optimizer = FusedAdam(
         learning_rate=learning_rate,
         gradient_accumulation_steps=accumulate_steps if accumulate_steps > 1 else None,
     )
@@ -256,12 +287,19 @@ def train(model, training, *, validation_data, epochs, batch_size, early_stoppin
     ``training`` is a tuple of arrays ``(x, y)``, shuffled by Keras, or a
     :class:`AugmentedBatches`, which batches and shuffles itself.
 
-    Watches ``"val_" + monitor`` when ``validation_data`` is given, else the
-    training ``monitor``, which is better when larger (``mode="max"``) or
-    smaller (``mode="min"``). Ctrl-C after the first epoch stops training with a
-    warning and keeps the best weights; before it, the KeyboardInterrupt propagates.
+    Watches ``"val_" + monitor`` when ``validation_data`` is given, which is
+    better when larger (``mode="max"``) or smaller (``mode="min"``); without
+    validation data it watches the training loss, as scikit-learn's
+    ``MLPClassifier`` does without early stopping. (The training Dice would
+    rank epochs that predict nothing above later ones that find the objects with
+    a few false pixels, where most (image, class) pairs are empty; see
+    docs/design.md.) Ctrl-C after the first epoch stops training with a warning
+    and keeps the best weights; before it, the KeyboardInterrupt propagates.
     """
-    monitor = f"val_{monitor}" if validation_data is not None else monitor
+    if validation_data is not None:
+        monitor = f"val_{monitor}"
+    else:
+        monitor, mode = "loss", "min"
     recorder = _EpochRecorder(monitor, mode)
     schedule = [recorder]
     if early_stopping_patience is not None:

@@ -87,3 +87,73 @@ def test_the_training_step_is_traced_once(monkeypatch, build_first):
                  batch_size=4, early_stopping_patience=None, reduce_lr_patience=None,
                  reduce_lr_factor=0.5, callbacks=None, verbose=0, monitor="loss", mode="min")
     assert len(traces) == (1 if build_first else 2)
+
+
+@pytest.mark.parametrize("accumulate", [None, 2])
+def test_fused_adam_trains_like_keras_adam(accumulate):
+    from skunetseg import _model
+
+    keras = _model.keras
+
+    def fitted(optimizer_class):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((16, 16, 1))
+        hidden = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+        hidden = keras.layers.BatchNormalization()(hidden)
+        outputs = keras.layers.Conv2D(1, 3, padding="same", activation="sigmoid")(hidden)
+        model = keras.Model(inputs, outputs)
+        model.compile(optimizer=optimizer_class(learning_rate=1e-2,
+                                                gradient_accumulation_steps=accumulate),
+                      loss="binary_crossentropy")
+        x = np.random.default_rng(0).random((32, 16, 16, 1), dtype=np.float32)
+        model.fit(x, (x > 0.5).astype(np.float32), batch_size=8, epochs=3, shuffle=False,
+                  verbose=0)
+        return model.get_weights() + [v.numpy() for v in model.optimizer.variables]
+
+    reference, fused = fitted(keras.optimizers.Adam), fitted(_model.FusedAdam)
+    other = fitted(keras.optimizers.SGD)
+    assert len(fused) == len(reference)
+    # the comparison tells optimizers apart: plain SGD ends elsewhere
+    assert max(np.abs(a - b).max() for a, b in zip(reference[:4], other[:4], strict=True)) > 1e-3
+    for ours, theirs in zip(fused, reference, strict=True):
+        np.testing.assert_allclose(ours, theirs, atol=1e-5)
+
+
+@pytest.mark.parametrize("with_validation", [False, True])
+def test_the_kept_epoch_is_the_best_validation_dice_or_else_the_lowest_training_loss(
+        with_validation):
+    # "dice" here falls every epoch, so it would always keep epoch 1
+    from skunetseg import _model
+
+    keras = _model.keras
+
+    class FallingDice(keras.metrics.Metric):
+        def __init__(self):
+            super().__init__(name="dice")
+            self.calls = self.add_variable(shape=(), initializer="zeros", name="calls")
+
+        def update_state(self, y_true, y_pred, sample_weight=None):
+            self.calls.assign_add(1.0)
+
+        def result(self):
+            return 1.0 / self.calls
+
+        def reset_state(self):
+            pass  # calls accumulate over epochs: the result falls
+
+    rng = np.random.default_rng(0)
+    x = rng.random((16, 16, 16, 1), dtype=np.float32)
+    y = (x > 0.5).astype(np.float32)
+    model = _tiny_model(keras)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="binary_crossentropy",
+                  metrics=[FallingDice()])
+    history, best = _model.train(
+        model, (x, y), validation_data=(x[:4], y[:4]) if with_validation else None,
+        epochs=4, batch_size=4, early_stopping_patience=None, reduce_lr_patience=None,
+        reduce_lr_factor=0.5, callbacks=None, verbose=0, monitor="dice", mode="max")
+    if with_validation:
+        assert best == 1 + int(np.argmax([epoch["val_dice"] for epoch in history]))
+    else:
+        losses = [epoch["loss"] for epoch in history]
+        assert losses[-1] < losses[0]  # the loss falls, the "dice" too
+        assert best == 1 + int(np.argmin(losses)) != 1
