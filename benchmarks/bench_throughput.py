@@ -11,7 +11,12 @@ Prints, as ratios, in one run (``--parts`` picks some):
   epoch (tracing) is left out. ``--train-sides`` adds the profiling variants
   ``keras3_metrics`` (bare Keras 3 plus skunetseg's in-graph metrics) and
   ``skunetseg_nometrics`` (the estimator without them), ``keras3_fused``
-  (bare Keras 3 whose BatchNormalization trains through the fused kernel).
+  (bare Keras 3 whose BatchNormalization trains through the fused kernel),
+  ``skunetseg_malloc`` (the estimator with TensorFlow's default CPU allocator,
+  ``TF_CPU_ALLOCATOR_USE_BFC=false``) and ``tfkeras_bfc`` / ``keras3_bfc`` (the
+  bare scripts with the caching allocator skunetseg turns on). The bare sides
+  run with TensorFlow's default allocator unless named ``_bfc``. Each run also
+  reports the page faults per epoch (``ru_minflt``).
 * ``bf16``: predict images/s in float32 and in bfloat16 (``mixed_precision``
   False against ``"bfloat16"``; the script says whether the CPU has bfloat16
   units, without which the speed means little) and the Dice
@@ -33,6 +38,7 @@ import contextlib
 import copy
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -78,17 +84,21 @@ def train_worker(side, args):
     y = masks[..., None].astype("float32")
     times = []
 
+    faults = []
+
     def timer(callback_base):
         class EpochTimer(callback_base):
             def on_epoch_begin(self, epoch, logs=None):
                 self.start = time.perf_counter()
+                self.faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
             def on_epoch_end(self, epoch, logs=None):
                 times.append(time.perf_counter() - self.start)
+                faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - self.faults)
         return EpochTimer()
 
     start = time.perf_counter()
-    if side == "tfkeras":
+    if side.startswith("tfkeras"):
         import segmentation_models as sm
         import tensorflow as tf
 
@@ -124,8 +134,8 @@ def train_worker(side, args):
                       early_stopping_patience=None, reduce_lr_patience=None,
                       mixed_precision=False, callbacks=[timer(keras.callbacks.Callback)],
                       random_state=0).fit(images, masks)
-    print(json.dumps({"side": side, "epochs": times, "total": time.perf_counter() - start,
-                      "images": len(images)}))
+    print(json.dumps({"side": side, "epochs": times, "faults": faults,
+                      "total": time.perf_counter() - start, "images": len(images)}))
 
 
 def fused_batchnorm(model, keras, tf):
@@ -153,10 +163,14 @@ def fused_batchnorm(model, keras, tf):
 
 
 def run_side(side, args):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(HERE.parent), os.environ.get("PYTHONPATH", "")]))
-    if side == "tfkeras":
+    env = {key: value for key, value in os.environ.items() if not key.startswith("TF_CPU_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), os.environ.get("PYTHONPATH", "")])
+    if side.startswith("tfkeras"):
         env.update(TF_USE_LEGACY_KERAS="1", SM_FRAMEWORK="tf.keras")
+    if side.endswith("_bfc"):
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = "true"
+    elif side.startswith(("tfkeras", "keras3")) or side == "skunetseg_malloc":
+        env["TF_CPU_ALLOCATOR_USE_BFC"] = "false"  # TensorFlow's own default
     command = [sys.executable, __file__, "--worker", side, "--backbone", args.backbone,
                "--size", str(args.size), "--images", str(args.images),
                "--epochs", str(args.epochs)]
@@ -184,8 +198,11 @@ def part_train(args):
         rate[side] = statistics.median(per_run)
         first = statistics.median(run["epochs"][0] - statistics.median(run["epochs"][1:])
                                   for run in runs[side])
+        faults = statistics.median(statistics.median(run["faults"][1:]) / run["images"]
+                                   for run in runs[side])
         print(f"{side:20s} {rate[side]:6.2f} images/s (runs: "
-              f"{', '.join(f'{r:.2f}' for r in per_run)})  first epoch +{first:.1f} s")
+              f"{', '.join(f'{r:.2f}' for r in per_run)})  first epoch +{first:.1f} s  "
+              f"{faults / 1000:.0f}k page faults per image")
     base = rate.get("tfkeras") or rate[sides[0]]
     for side in sides:
         print(f"ratio {side}/tfkeras = {rate[side] / base:.3f}")
@@ -288,14 +305,18 @@ def part_tta(args, membrane_model):
 
     model = copy.copy(membrane_model[0]).set_params(mixed_precision=False)
     _, images, _ = membrane_model[5]
-    print(f"\n## TTA cost per view (tta='flips', 4 views; {args.repeats} alternating repeats)")
-    for size, n in ((64, 64), (128, 32), (256, 16)):
-        X = resize_stack(images[:n], size, cv2.INTER_AREA)
+    # the same number of pixels at every size (the membrane images repeated), so that
+    # each plain predict takes a second or more: shorter runs vary by +-30 % here
+    repeats = max(args.repeats, 4)
+    print(f"\n## TTA cost per view (tta='flips', 4 views; median of {repeats + 1} "
+          "alternating repeats)")
+    for size, n in ((64, 256), (128, 64), (256, 16)):
+        X = resize_stack(np.resize(images, (n, *images.shape[1:])), size, cv2.INTER_AREA)
         plain, flips = copy.copy(model), copy.copy(model).set_params(tta="flips")
         for m in (plain, flips):
             m.predict_proba(X)  # trace this size
         seconds = {"plain": [], "flips": []}
-        for repeat in range(args.repeats + 1):
+        for repeat in range(repeats + 1):
             for label, m in (("plain", plain), ("flips", flips))[::1 if repeat % 2 else -1]:
                 start = time.perf_counter()
                 m.predict_proba(X)
