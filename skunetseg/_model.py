@@ -240,9 +240,10 @@ def compile_model(model, *, loss, activation, learning_rate, accumulate_steps, t
 class _EpochRecorder(keras.callbacks.Callback):
     """Record each epoch's logs and learning rate; keep the best weights so far.
 
-    It runs before every other callback, so the learning rate it records is
-    the one the epoch trained with, and the best weights are safe even when a
-    later callback (or Ctrl-C) ends training.
+    ``monitor=None`` counts every epoch as the best so far: the last finished
+    epoch's weights are kept. It runs before every other callback, so the
+    learning rate it records is the one the epoch trained with, and the kept
+    weights are safe even when a later callback (or Ctrl-C) ends training.
     """
 
     def __init__(self, monitor, mode="max"):
@@ -258,9 +259,15 @@ class _EpochRecorder(keras.callbacks.Callback):
         record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         record["learning_rate"] = float(np.asarray(self.model.optimizer.learning_rate))
         self.epochs.append(record)
-        score = record.get(self.monitor)
-        if score is not None and self.sign * score > self.best_score:
-            self.best_score, self.best_epoch = self.sign * score, epoch + 1
+        if self.monitor is None:
+            better = True
+        else:
+            score = record.get(self.monitor)
+            better = score is not None and self.sign * score > self.best_score
+            if better:
+                self.best_score = self.sign * score
+        if better:
+            self.best_epoch = epoch + 1
             self.best_weights = self.model.get_weights()
 
 
@@ -287,20 +294,24 @@ def train(model, training, *, validation_data, epochs, batch_size, early_stoppin
     ``training`` is a tuple of arrays ``(x, y)``, shuffled by Keras, or a
     :class:`AugmentedBatches`, which batches and shuffles itself.
 
-    Watches ``"val_" + monitor`` when ``validation_data`` is given, which is
-    better when larger (``mode="max"``) or smaller (``mode="min"``); without
-    validation data it watches the training loss, as scikit-learn's
-    ``MLPClassifier`` does without early stopping. (The training Dice would
-    rank epochs that predict nothing above later ones that find the objects with
-    a few false pixels, where most (image, class) pairs are empty; see
-    docs/design.md.) Ctrl-C after the first epoch stops training with a warning
-    and keeps the best weights; before it, the KeyboardInterrupt propagates.
+    With ``validation_data``, watches ``"val_" + monitor``, which is better
+    when larger (``mode="max"``) or smaller (``mode="min"``), and keeps the
+    weights of the best epoch. Without it, as scikit-learn's ``MLPClassifier``
+    without early stopping, the training loss drives the learning-rate
+    reductions and early stopping, and the last epoch's weights are kept. (The
+    training Dice would rank epochs that predict nothing above later ones that
+    find the objects with a few false pixels where most (image, class) pairs are
+    empty, and the training loss of an epoch measures the weights moving through
+    it, not the weights it ends with; see docs/design.md.) Ctrl-C after the
+    first epoch stops training with a warning and keeps the weights kept so far;
+    before it, the KeyboardInterrupt propagates.
     """
     if validation_data is not None:
         monitor = f"val_{monitor}"
+        recorder = _EpochRecorder(monitor, mode)
     else:
         monitor, mode = "loss", "min"
-    recorder = _EpochRecorder(monitor, mode)
+        recorder = _EpochRecorder(None)
     schedule = [recorder]
     if early_stopping_patience is not None:
         schedule.append(keras.callbacks.EarlyStopping(

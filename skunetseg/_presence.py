@@ -62,10 +62,11 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
     validation_fraction : float, default=0.1
         Share of the training images held out (drawn with ``random_state``) to
         watch ``val_loss`` when ``fit`` gets no ``validation_data``. With 0 the
-        training loss is watched instead.
+        training loss is watched instead, and the last epoch's weights are kept.
     early_stopping_patience : int or None, default=10
         Epochs without a lower watched loss before training stops; None trains
-        all ``epochs``. Either way the weights of the best epoch are kept.
+        all ``epochs``. With validation images the weights of the best epoch
+        are kept, without them those of the last.
     reduce_lr_patience : int or None, default=5
         Epochs without a lower watched loss before the learning rate is
         multiplied by ``reduce_lr_factor``; None keeps it constant.

@@ -113,13 +113,15 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
     validation_fraction : float, default=0.0
         Share of the training images held out (drawn with ``random_state``) to
         watch ``val_dice`` when ``fit`` gets no ``validation_data``. With 0 (the
-        default) every image trains and the training loss is watched instead,
-        which at a fixed budget of epochs keeps about the last one; set 0.1 or
-        pass ``validation_data`` to stop early on held-out images.
+        default) every image trains, the training loss drives early stopping
+        and the learning-rate reductions, and the last epoch's weights are
+        kept; set 0.1 or pass ``validation_data`` to keep the epoch with the
+        best Dice on held-out images.
     early_stopping_patience : int or None, default=10
         Epochs without a better watched score (``val_dice``, or the training
         loss without validation images) before training stops; None trains all
-        ``epochs``. Either way the weights of the best epoch are kept.
+        ``epochs``. With validation images the weights of the best epoch are
+        kept, without them those of the last.
     reduce_lr_patience : int or None, default=5
         Epochs without a better watched score before the learning rate is
         multiplied by ``reduce_lr_factor``; None keeps it constant.

@@ -120,9 +120,10 @@ def test_fused_adam_trains_like_keras_adam(accumulate):
 
 
 @pytest.mark.parametrize("with_validation", [False, True])
-def test_the_kept_epoch_is_the_best_validation_dice_or_else_the_lowest_training_loss(
-        with_validation):
-    # "dice" here falls every epoch, so it would always keep epoch 1
+def test_the_kept_epoch_is_the_best_validation_dice_or_else_the_last(with_validation):
+    # "dice" falls every epoch, so the best validation epoch is the first; the last
+    # epoch trains at a learning rate so large that its loss is the worst, so
+    # neither the best "dice" nor the lowest training loss would keep it
     from skunetseg import _model
 
     keras = _model.keras
@@ -141,6 +142,16 @@ def test_the_kept_epoch_is_the_best_validation_dice_or_else_the_lowest_training_
         def reset_state(self):
             pass  # calls accumulate over epochs: the result falls
 
+    final_weights = []
+
+    class WreckTheLastEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 3:
+                self.model.optimizer.learning_rate.assign(50.0)
+
+        def on_epoch_end(self, epoch, logs=None):
+            final_weights[:] = self.model.get_weights()
+
     rng = np.random.default_rng(0)
     x = rng.random((16, 16, 16, 1), dtype=np.float32)
     y = (x > 0.5).astype(np.float32)
@@ -150,10 +161,15 @@ def test_the_kept_epoch_is_the_best_validation_dice_or_else_the_lowest_training_
     history, best = _model.train(
         model, (x, y), validation_data=(x[:4], y[:4]) if with_validation else None,
         epochs=4, batch_size=4, early_stopping_patience=None, reduce_lr_patience=None,
-        reduce_lr_factor=0.5, callbacks=None, verbose=0, monitor="dice", mode="max")
+        reduce_lr_factor=0.5, callbacks=[WreckTheLastEpoch()], verbose=0, monitor="dice",
+        mode="max")
+    losses = [epoch["loss"] for epoch in history]
+    assert np.argmax(losses) == 3  # the last epoch has the worst training loss
+    kept_last = all(np.array_equal(kept, last) for kept, last
+                    in zip(model.get_weights(), final_weights, strict=True))
     if with_validation:
-        assert best == 1 + int(np.argmax([epoch["val_dice"] for epoch in history]))
+        assert best == 1 + int(np.argmax([epoch["val_dice"] for epoch in history])) == 1
+        assert not kept_last
     else:
-        losses = [epoch["loss"] for epoch in history]
-        assert losses[-1] < losses[0]  # the loss falls, the "dice" too
-        assert best == 1 + int(np.argmin(losses)) != 1
+        assert best == 4
+        assert kept_last
