@@ -78,7 +78,7 @@ def _physical_memory_mib():
         return None
 
 
-def _cache_cpu_memory(environ=os.environ):
+def _cache_cpu_memory():
     """Have TensorFlow keep and reuse the CPU memory its tensors free.
 
     TensorFlow's default CPU allocator hands every tensor to ``malloc``, which
@@ -93,10 +93,10 @@ def _cache_cpu_memory(environ=os.environ):
     (``TF_CPU_BFC_MEM_LIMIT_IN_MB``, TensorFlow's default 64 GiB) becomes the
     machine's memory.
     """
-    environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
+    os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
     memory = _physical_memory_mib()
     if memory:
-        environ.setdefault("TF_CPU_BFC_MEM_LIMIT_IN_MB", str(memory))
+        os.environ.setdefault("TF_CPU_BFC_MEM_LIMIT_IN_MB", str(memory))
 
 
 def _import_frameworks():
