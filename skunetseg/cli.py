@@ -40,6 +40,13 @@ def _positive_int(text):
     return value
 
 
+def _segmenter_defaults():
+    """``UNetSegmenter``'s defaults: the command line trains with the estimator's."""
+    from . import UNetSegmenter
+
+    return UNetSegmenter().get_params()
+
+
 def _add_common(parser):
     parser.add_argument("--debug", action="store_true",
                         help="show TensorFlow's log lines and full tracebacks")
@@ -65,25 +72,32 @@ def _build_parser():
     fit.add_argument("masks_dir", metavar="MASKS_DIR")
     fit.add_argument("-o", "--output", required=True, metavar="MODEL_DIR",
                      help="folder to save the model to (must not exist unless --overwrite)")
-    fit.add_argument("--backbone", default="efficientnetb2", help="encoder (default: %(default)s)")
+    default = _segmenter_defaults()
+    fit.add_argument("--backbone", default=default["backbone"],
+                     help="encoder (default: %(default)s)")
     fit.add_argument("--encoder-weights", default=None,
                      help="'imagenet' or a weights file of the encoder (default: random)")
     fit.add_argument("--decoder-filters", type=_positive_int, nargs=5, default=None,
-                     metavar="F", help="filters of the 5 decoder blocks "
-                                       "(default: 256 128 64 32 16)")
+                     metavar="F", help="filters of the 5 decoder blocks (default: "
+                                       f"{' '.join(map(str, default['decoder_filters']))})")
     fit.add_argument("--input-size", type=_positive_int, nargs=2, default=None,
                      metavar=("H", "W"), help="resize every image to H x W")
-    fit.add_argument("--epochs", type=_positive_int, default=50)
-    fit.add_argument("--batch-size", type=_positive_int, default=8)
-    fit.add_argument("--learning-rate", type=float, default=1e-3)
-    fit.add_argument("--loss", default="jaccard",
+    fit.add_argument("--epochs", type=_positive_int, default=default["epochs"],
+                     help="(default: %(default)s)")
+    fit.add_argument("--batch-size", type=_positive_int, default=default["batch_size"],
+                     help="(default: %(default)s)")
+    fit.add_argument("--learning-rate", type=float, default=default["learning_rate"],
+                     help="(default: %(default)s)")
+    fit.add_argument("--loss", default=default["loss"],
                      help="jaccard, dice, bce, focal, bce_jaccard or bce_dice "
                           "(default: %(default)s)")
-    fit.add_argument("--validation-fraction", type=float, default=0.1,
-                     help="share of the images held out for early stopping "
-                          "(default: %(default)s)")
-    fit.add_argument("--augment", default=None, choices=["flips", "d4", "seed"],
-                     help="training augmentation preset")
+    fit.add_argument("--validation-fraction", type=float,
+                     default=default["validation_fraction"],
+                     help="share of the images held out for early stopping; 0 trains on "
+                          "every image and keeps the last epoch (default: %(default)s)")
+    fit.add_argument("--augment", default=default["augment"] or "none",
+                     choices=["none", "flips", "d4", "seed"],
+                     help="training augmentation preset (default: %(default)s)")
     fit.add_argument("--tta", default=None, choices=["flips", "d4"],
                      help="test-time augmentation the saved model predicts with")
     fit.add_argument("--binarize-masks", action="store_true",
@@ -185,7 +199,8 @@ def _make_model(args):
     params = dict(backbone=args.backbone, encoder_weights=args.encoder_weights,
                   epochs=args.epochs, batch_size=args.batch_size,
                   learning_rate=args.learning_rate, loss=args.loss,
-                  validation_fraction=args.validation_fraction, augment=args.augment,
+                  validation_fraction=args.validation_fraction,
+                  augment=None if args.augment == "none" else args.augment,
                   tta=args.tta, random_state=args.random_state,
                   verbose=0 if args.quiet else 1)
     if args.decoder_filters is not None:

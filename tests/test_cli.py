@@ -172,6 +172,24 @@ def test_help_and_usage_errors(command, capsys):
     assert "the following arguments are required" in capsys.readouterr().err
 
 
+def test_fit_trains_with_the_estimators_defaults_unless_told_otherwise():
+    """The options a user leaves out are UNetSegmenter's defaults, so the two stay one."""
+    from skunetseg import UNetSegmenter
+    from skunetseg.cli import _build_parser, _make_model
+
+    expected = UNetSegmenter().get_params()
+    model = _make_model(_build_parser().parse_args(["fit", "in", "masks", "-o", "out"]))
+    given = model.get_params()
+    for name in ("backbone", "encoder_weights", "decoder_filters", "input_size", "epochs",
+                 "batch_size", "learning_rate", "loss", "validation_fraction", "augment",
+                 "tta", "binarize_masks"):
+        assert given[name] == expected[name], name
+    told = _make_model(_build_parser().parse_args(
+        ["fit", "in", "masks", "-o", "out", "--augment", "none", "--loss", "jaccard",
+         "--validation-fraction", "0.2"]))
+    assert (told.augment, told.loss, told.validation_fraction) == (None, "jaccard", 0.2)
+
+
 #: The tiny training options of the fits below.
 TINY = ("--backbone", "vgg16", "--decoder-filters", 16, 8, 8, 4, 4, "--epochs", 1,
         "--batch-size", 4, "--learning-rate", 0.01, "--validation-fraction", 0,
