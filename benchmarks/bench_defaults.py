@@ -29,7 +29,9 @@ A set is ``name`` or ``name:epochs`` or ``name:epochs:size``. Sets: ``membrane``
 4,000 101x101 images, 39 % empty masks), ``nuclei`` (Data Science Bowl 2018 stage 1
 train, 664 images of nuclei, fixed masks by lopuhin; folder
 ``<extra-home>/dsb2018/stage1_train``) and ``nuclei4``, a multilabel set built from
-the same nuclei images (see :func:`load_nuclei4`). Results are recorded in
+the same nuclei images (see :func:`load_nuclei4`), and ``drive`` (DRIVE retina vessels,
+40 colour photographs cut into 16 tiles each, split by photograph; folder
+``<extra-home>/drive/DRIVE``, see :func:`load_drive`). Results are recorded in
 docs/benchmarks.md and docs/design.md.
 """
 
@@ -55,6 +57,7 @@ CANDIDATES = {
     "bn0.9": {"bn_momentum": 0.9},
     "noaug": {"augment": None},
     "hflip": {"augment": Augmenter(vflip_p=0.0)},
+    "identity": {"augment": Augmenter(hflip_p=0.0, vflip_p=0.0)},  # the augment path, no change
     "old": OLD,
     "old+bce": {**OLD, "loss": "bce"},
     "old+bce_jaccard": {**OLD, "loss": "bce_jaccard"},
@@ -164,15 +167,56 @@ def load_nuclei4(data_home, extra_home, size):
     return images, classes
 
 
+def load_drive(data_home, extra_home, size):
+    """DRIVE retina vessels: 40 colour fundus photographs, tiled.
+
+    Each 565x584 photograph (training and test folders together) is resized to
+    ``4 * size`` pixels a side and cut into 16 tiles of ``size``, so that vessels
+    stay one to a few pixels wide; the masks (the first observer's) are resized by
+    area and thresholded at half, which keeps thin vessels connected. Returns the
+    photograph of each tile as its group, so that :func:`split` keeps the tiles of
+    one eye on one side.
+    """
+    folder = os.path.join(extra_home, "drive", "DRIVE")
+    images, masks, groups = [], [], []
+    for part in ("training", "test"):
+        for name in sorted(os.listdir(os.path.join(folder, part, "images"))):
+            number = name.split("_")[0]
+            image = cv2.imread(os.path.join(folder, part, "images", name), cv2.IMREAD_COLOR)
+            mask = cv2.imread(os.path.join(folder, part, "1st_manual", f"{number}_manual1.gif"),
+                              cv2.IMREAD_GRAYSCALE)
+            side = 4 * size
+            image = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+            mask = cv2.resize((mask > 0).astype(np.float32), (side, side),
+                              interpolation=cv2.INTER_AREA) >= 0.5
+            for top in range(0, side, size):
+                for left in range(0, side, size):
+                    images.append(image[top:top + size, left:left + size])
+                    masks.append(mask[top:top + size, left:left + size].astype(np.uint8))
+                    groups.append(f"{part}/{number}")
+    return np.stack(images), np.stack(masks), np.array(groups)
+
+
 LOADERS = {"membrane": load_membrane_set, "tgs": load_tgs, "nuclei": load_nuclei,
-           "nuclei4": load_nuclei4}
+           "nuclei4": load_nuclei4, "drive": load_drive}
 
 
-def split(n_images, n_train, n_test, seed=0):
-    """Fixed 80/20 split; the first ``n_train`` / ``n_test`` rows of each part."""
-    order = np.random.default_rng(seed).permutation(n_images)
-    cut = int(round(0.8 * n_images))
-    train, test = order[:cut], order[cut:]
+def split(n_images, n_train, n_test, seed=0, groups=None):
+    """Fixed 80/20 split; ``n_train`` / ``n_test`` rows drawn from each part.
+
+    With ``groups``, the groups (not the rows) are split, so that rows of one group
+    (the tiles of one photograph) never fall on both sides.
+    """
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        order = rng.permutation(n_images)
+        cut = int(round(0.8 * n_images))
+        train, test = order[:cut], order[cut:]
+    else:
+        names = rng.permutation(np.unique(groups))
+        cut = int(round(0.8 * len(names)))
+        train = rng.permutation(np.flatnonzero(np.isin(groups, names[:cut])))
+        test = rng.permutation(np.flatnonzero(np.isin(groups, names[cut:])))
     return (np.sort(train[:n_train] if n_train else train),
             np.sort(test[:n_test] if n_test else test))
 
@@ -267,7 +311,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-home", default=None, help="folder with membrane/, tgs-salt/")
     parser.add_argument("--extra-home", default="/work/data-extra",
-                        help="folder with dsb2018/stage1_train (nuclei, nuclei4)")
+                        help="folder with dsb2018/stage1_train (nuclei, nuclei4) and drive/DRIVE")
     parser.add_argument("--sets", nargs="+", default=["membrane:40:128", "tgs", "nuclei",
                                                       "nuclei4"])
     parser.add_argument("--size", type=int, default=64, help="a multiple of 32")
@@ -289,8 +333,9 @@ def main():
         for name, epochs, size in sets:
             if size % 32:
                 raise SystemExit(f"size {size} of {name} is not a multiple of 32")
-            images, masks = LOADERS[name](args.data_home, args.extra_home, size)
-            train, test = split(len(images), args.n_train, args.n_test)
+            images, masks, *groups = LOADERS[name](args.data_home, args.extra_home, size)
+            train, test = split(len(images), args.n_train, args.n_test,
+                                groups=groups[0] if groups else None)
             empty = 1 - (as_channels(masks[train]) > 0).any(axis=(1, 2)).mean()
             print(f"{name}: {len(train)} training, {len(test)} test images of {size}x{size}, "
                   f"{as_channels(masks).shape[-1]} class(es), {empty:.0%} of the training "
