@@ -144,8 +144,12 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         Post-processing: connected components smaller than this are erased
         before ``min_area`` is applied; same units as ``min_area``. See
         :mod:`skunetseg.postprocess`.
-    augment : None, str, Augmenter or albumentations pipeline, default="flips"
-        Training augmentation: ``"flips"`` (left-right and upside-down, each with
+    augment : None, str, Augmenter or albumentations pipeline, default=None
+        Training augmentation. None (the default) trains on the images as they
+        are: whether a flipped image is still a valid example depends on the data
+        (seismic sections and street scenes have an up and a down), and at equal
+        epochs the flips won on some public sets and lost on others
+        (docs/design.md). ``"flips"`` (left-right and upside-down, each with
         probability 0.5), ``"d4"`` (flips and 90° rotations),
         ``"seed"`` (the Kaggle recipe: flips and shift-scale-rotate), an
         :class:`~skunetseg.augment.Augmenter` whose own parameters (probabilities,
@@ -153,8 +157,7 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         ``augment__<name>``, or an albumentations pipeline (any callable
         ``pipeline(image=..., mask=...) -> dict``; see
         :class:`~skunetseg.augment.PipelineAugmenter`). Batches are augmented on
-        worker threads. None trains on the images as they are (for data whose
-        orientation matters).
+        worker threads.
     tta : None, "flips", "d4" or list, default=None
         Test-time augmentation in ``predict_proba``, ``predict`` and ``score``:
         predict flipped (``"flips"``: 4 views), flipped and rotated (``"d4"``: 8
@@ -318,7 +321,7 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         threshold=0.5,
         min_area=0,
         min_component_area=0,
-        augment="flips",
+        augment=None,
         tta=None,
         tta_merge="mean",
         mixed_precision="auto",
