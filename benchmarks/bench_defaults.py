@@ -55,7 +55,8 @@ CANDIDATES = {
     "default": {},
     "bce": {"loss": "bce"},
     "bn0.9": {"bn_momentum": 0.9},
-    "noaug": {"augment": None},
+    "noaug": {"augment": None},  # the default since the fifth session (flips before)
+    "flips": {"augment": "flips"},  # the default from the second to the fourth session
     "hflip": {"augment": Augmenter(vflip_p=0.0)},
     "identity": {"augment": Augmenter(hflip_p=0.0, vflip_p=0.0)},  # the augment path, no change
     "old": OLD,
@@ -290,6 +291,8 @@ def print_table(runs, sets, candidates):
 
             def stat(key, digits=3, rows=rows):
                 values = np.array([r[key] for r in rows], dtype=float)
+                if np.isnan(values).all():  # e.g. no empty pair in the test images
+                    return "-"
                 spread = (np.nanmax(values) - np.nanmin(values)) / 2
                 return (f"{np.nanmean(values):.{digits}f}" if len(values) == 1 else
                         f"{np.nanmean(values):.{digits}f} ± {spread:.{digits}f}")
