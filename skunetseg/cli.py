@@ -95,8 +95,10 @@ def _build_parser():
                      default=default["validation_fraction"],
                      help="share of the images held out for early stopping; 0 trains on "
                           "every image and keeps the last epoch (default: %(default)s)")
+    from .augment import AUGMENT_PRESETS
+
     fit.add_argument("--augment", default=default["augment"] or "none",
-                     choices=["none", "flips", "d4", "seed"],
+                     choices=["none", *sorted(AUGMENT_PRESETS)],
                      help="training augmentation preset (default: %(default)s)")
     fit.add_argument("--tta", default=None, choices=["flips", "d4"],
                      help="test-time augmentation the saved model predicts with")
