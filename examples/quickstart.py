@@ -46,7 +46,8 @@ def main():
     parser.add_argument("--size", type=int, default=256, help="training resolution")
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--backbone", default="efficientnetb0")
-    parser.add_argument("--augment", default="flips", help="training augmentation preset")
+    parser.add_argument("--augment", default="flips",
+                        help="training augmentation preset, or none (default: %(default)s)")
     parser.add_argument("--overlay", default="quickstart_overlay.png")
     parser.add_argument("--quick", action="store_true",
                         help="2 epochs at 64x64: checks that everything runs, in seconds")
@@ -59,7 +60,8 @@ def main():
     y = resize_stack(data.masks, args.size, cv2.INTER_NEAREST)  # 1 = membrane
     train, test = slice(0, 20), slice(20, 30)
 
-    model = UNetSegmenter(args.backbone, epochs=args.epochs, batch_size=4, augment=args.augment,
+    augment = None if args.augment == "none" else args.augment
+    model = UNetSegmenter(args.backbone, epochs=args.epochs, batch_size=4, augment=augment,
                           early_stopping_patience=15, reduce_lr_patience=6, random_state=0)
     start = time.perf_counter()
     model.fit(X[train], y[train])
