@@ -40,6 +40,11 @@ def _positive_int(text):
     return value
 
 
+def _none_or(choice):
+    """The choice ``"none"`` of an option means the parameter value None."""
+    return None if choice == "none" else choice
+
+
 def _segmenter_defaults():
     """``UNetSegmenter``'s defaults: the command line trains with the estimator's."""
     from . import UNetSegmenter
@@ -58,6 +63,7 @@ def _build_parser():
         description="U-Net image segmentation on folders of images (skunetseg).",
         epilog="Exit codes: 0 success, 1 error, 2 usage error, 130 interrupted.")
     from . import __version__
+    from .augment import AUGMENT_PRESETS
 
     parser.add_argument("--version", action="version", version=f"skunetseg {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -95,8 +101,6 @@ def _build_parser():
                      default=default["validation_fraction"],
                      help="share of the images held out for early stopping; 0 trains on "
                           "every image and keeps the last epoch (default: %(default)s)")
-    from .augment import AUGMENT_PRESETS
-
     fit.add_argument("--augment", default=default["augment"] or "none",
                      choices=["none", *sorted(AUGMENT_PRESETS)],
                      help="training augmentation preset (default: %(default)s)")
@@ -202,7 +206,7 @@ def _make_model(args):
                   epochs=args.epochs, batch_size=args.batch_size,
                   learning_rate=args.learning_rate, loss=args.loss,
                   validation_fraction=args.validation_fraction,
-                  augment=None if args.augment == "none" else args.augment,
+                  augment=_none_or(args.augment),
                   tta=args.tta, random_state=args.random_state,
                   verbose=0 if args.quiet else 1)
     if args.decoder_filters is not None:
@@ -379,7 +383,7 @@ def _predict(args):
                            "--suffix.")
     model = _load(args.model_dir)
     if args.tta is not None:
-        _set_tta(model, None if args.tta == "none" else args.tta)
+        _set_tta(model, _none_or(args.tta))
     written = predict_to_dir(model, images, args.out_dir, batch_size=args.batch_size,
                              overwrite=args.overwrite, suffix=args.suffix,
                              verbose=0 if args.quiet else 1)
