@@ -42,10 +42,17 @@ class AugmentedBatches(keras.utils.PyDataset):
         Draw a new order of the images each epoch; False keeps their order (validation).
     workers : int, default=None
         Worker threads; None means ``min(4, os.cpu_count())``.
+    max_empty_share : float or None, default=None
+        Object-balanced epochs: when the images whose masks are empty (every
+        pixel ``mask_fill``) are more than this share of all images, each epoch
+        takes every image that holds an object and a fresh random draw of the
+        empty ones, so that they make up this share of the epoch (at least one
+        batch's worth of them). None, or a share that the empty images do not
+        exceed, takes every image every epoch.
     """
 
     def __init__(self, images, targets, *, augmenter, batch_size, prepare_images, mask_fill,
-                 seed, shuffle=True, workers=None):
+                 seed, shuffle=True, workers=None, max_empty_share=None):
         workers = workers or min(4, os.cpu_count() or 1)
         super().__init__(workers=workers, use_multiprocessing=False, max_queue_size=2 * workers)
         self.images = images
@@ -58,15 +65,21 @@ class AugmentedBatches(keras.utils.PyDataset):
         self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else seed
         self.shuffle = shuffle
         self.epoch = 0
+        self.empty_rows, self.object_rows, self.n_empty = _epoch_draw(
+            targets, mask_fill, max_empty_share if shuffle else None, batch_size)
         self.order = self._permutation()
 
     def _permutation(self):
         if not self.shuffle:
             return np.arange(len(self.source))
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.source))
+        rng = np.random.default_rng([self.seed, self.epoch])
+        if self.empty_rows is None:
+            return rng.permutation(len(self.source))
+        empty = rng.choice(self.empty_rows, self.n_empty, replace=False)
+        return rng.permutation(np.concatenate([self.object_rows, empty]))
 
     def __len__(self):
-        return math.ceil(len(self.source) / self.batch_size)
+        return math.ceil(len(self.order) / self.batch_size)
 
     def __getitem__(self, index):
         rows = np.sort(self.order[index * self.batch_size:(index + 1) * self.batch_size])
@@ -81,3 +94,29 @@ class AugmentedBatches(keras.utils.PyDataset):
         # Keras stops the worker threads before calling this
         self.epoch += 1
         self.order = self._permutation()
+
+
+def empty_images(targets, mask_fill):
+    """Which rows of ``targets`` ``(n, H, W, K)`` hold only ``mask_fill`` pixels (bool)."""
+    fill = np.asarray(mask_fill, dtype=targets.dtype)
+    return np.array([bool((row == fill).all()) for row in targets], dtype=bool)
+
+
+def _epoch_draw(targets, mask_fill, max_empty_share, batch_size):
+    """``(empty rows, object rows, empty images per epoch)``, or Nones for plain epochs.
+
+    Plain epochs (every image) unless the empty images are more than
+    ``max_empty_share`` of all; then each epoch draws ``n_empty`` of them, the
+    number that makes them ``max_empty_share`` of the epoch, at least
+    ``batch_size`` (and all of them when there is no object at all).
+    """
+    if max_empty_share is None:
+        return None, None, None
+    empty = empty_images(targets, mask_fill)
+    n_objects = int((~empty).sum())
+    if empty.mean() <= max_empty_share or n_objects == 0:
+        return None, None, None
+    wanted = math.ceil(n_objects * max_empty_share / (1.0 - max_empty_share)) \
+        if max_empty_share < 1 else int(empty.sum())
+    n_empty = min(int(empty.sum()), max(wanted, batch_size))
+    return np.flatnonzero(empty), np.flatnonzero(~empty), n_empty

@@ -42,10 +42,30 @@ def _fit_fold(train, test, fold, *, estimator, X, y, verbose):
     return fit_predict_fold(estimator, X, y, train, test, validation_data="test")
 
 
+def _candidates(given, applies=True):
+    """The search grid of a post-processing parameter: the default one when not given,
+    the given value alone when it is one number, the default grid for per-class values
+    (which then replace the searched ones)."""
+    if not applies or given is None or np.ndim(given) > 0:
+        return None
+    return [float(given)]
+
+
+def _repeat_states(random_state, n_repeats):
+    """The ``random_state`` of each repeat's split: the given one for the first, then
+    ``random_state + r`` for an int (a RandomState instance draws anew each time)."""
+    if isinstance(random_state, Integral):
+        return [random_state + r for r in range(n_repeats)]
+    return [random_state] * n_repeats
+
+
 def _mean_maps(probas):
     """Elementwise mean of several models' probabilities: arrays, or lists of per-image maps."""
+    if len(probas) == 1:
+        return probas[0]
     if any(isinstance(proba, list) for proba in probas):
-        return [np.mean(maps, axis=0, dtype=np.float32) for maps in zip(*probas, strict=True)]
+        return [None if any(m is None for m in maps) else
+                np.mean(maps, axis=0, dtype=np.float32) for maps in zip(*probas, strict=True)]
     total = probas[0].astype(np.float32, copy=True)
     for proba in probas[1:]:
         total += proba
@@ -79,22 +99,31 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
         any scikit-learn splitter (``GroupKFold`` keeps the images of a patient or
         a scene together: pass ``groups`` to ``fit``) or iterable of
         ``(train, test)`` index arrays works.
+    n_repeats : int, default=1
+        Repeat the split of an int ``cv`` this many times with another shuffle
+        (the "several seeds" of the Kaggle recipe): ``cv * n_repeats`` fold
+        models, all averaged at prediction, and each image's out-of-fold map is
+        the mean of its ``n_repeats`` held-out predictions. The first repeat's
+        folds are those of ``n_repeats=1``.
     threshold : None, float or sequence of float, default=None
         Per-class probability threshold applied after averaging; None takes the
-        estimator's. Ignored when ``tune_postprocessing=True``.
+        estimator's, or the tuned one with ``tune_postprocessing=True``. A value
+        given here is never replaced by tuning (the rest is tuned around it).
     min_area : None, float or sequence of float, default=None
         Per-class minimum mask area (pixels, or a share of the image when in
-        (0, 1)); smaller masks are erased. None takes the estimator's. Ignored
-        when ``tune_postprocessing=True``.
+        (0, 1)); smaller masks are erased. None takes the estimator's, or the
+        tuned one with ``tune_postprocessing=True``; a value given here is kept.
     min_component_area : None, float or sequence of float, default=None
         Connected components smaller than this are erased; None takes the
         estimator's. Never tuned.
-    tune_postprocessing : bool, default=False
+    tune_postprocessing : bool, default=True
         After training, choose the threshold and ``min_area`` of each class that
         maximise the Kaggle Dice of the out-of-fold predictions (see
         :func:`skunetseg.postprocess.tune_postprocessing`). Only out-of-fold
         predictions are used: no image's tuning prediction comes from a model
-        trained on it.
+        trained on it. It costs seconds and, on mostly-empty data, is what
+        turns maps with a few stray pixels into empty masks (docs/mostly-empty.md);
+        False keeps the estimator's (or the given) post-processing.
     store_oof_proba : bool, default=True
         Keep the out-of-fold probabilities as ``oof_proba_`` (as large as the
         training images times the classes, in float32). With False only the
@@ -171,6 +200,7 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
     _parameter_constraints = {
         "estimator": [HasMethods(["fit", "predict_proba"]), None],
         "cv": ["cv_object"],
+        "n_repeats": [Interval(Integral, 1, None, closed="left")],
         "threshold": [None, Interval(Real, 0, 1, closed="neither"), "array-like"],
         "min_area": [None, Interval(Real, 0, None, closed="left"), "array-like"],
         "min_component_area": [None, Interval(Real, 0, None, closed="left"), "array-like"],
@@ -181,11 +211,12 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    def __init__(self, estimator=None, *, cv=3, threshold=None, min_area=None,
-                 min_component_area=None, tune_postprocessing=False, store_oof_proba=True,
+    def __init__(self, estimator=None, *, cv=3, n_repeats=1, threshold=None, min_area=None,
+                 min_component_area=None, tune_postprocessing=True, store_oof_proba=True,
                  n_jobs=None, random_state=None, verbose=0):
         self.estimator = estimator
         self.cv = cv
+        self.n_repeats = n_repeats
         self.threshold = threshold
         self.min_area = min_area
         self.min_component_area = min_component_area
@@ -221,8 +252,16 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
                              f"{len(y)}.")
         binarize = binarizes_masks(self)  # read the masks as the fold models do
         values = label_values(y, binarize=binarize)
-        self.folds_ = make_folds(self.cv, len(X), random_state=self.random_state,
-                                 groups=groups, strata=class_strata(y, values), min_folds=2)
+        if self.n_repeats > 1 and not (isinstance(self.cv, Integral)
+                                       and not isinstance(self.cv, bool)):
+            raise ValueError(
+                f"n_repeats={self.n_repeats} repeats the k-fold split of an int cv with "
+                f"another shuffle each time; got cv={self.cv!r}. Pass cv as an int, or "
+                "n_repeats=1 with a splitter of your own.")
+        strata = class_strata(y, values)
+        self.folds_ = [fold for state in _repeat_states(self.random_state, self.n_repeats)
+                       for fold in make_folds(self.cv, len(X), random_state=state,
+                                              groups=groups, strata=strata, min_folds=2)]
         check_fold_classes(self.folds_, values)
         fitted = fit_folds(_fit_fold, self.folds_, n_jobs=self.n_jobs,
                            estimator=self._get_estimator(), X=X, y=y, verbose=self.verbose)
@@ -232,8 +271,13 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
         self.classes_, self.n_classes_ = first.classes_, first.n_classes_
         self.target_type_ = first.target_type_
 
-        held_rows = np.concatenate([test for _, test in self.folds_])
-        oof_proba = out_of_fold(self.folds_, [proba for _, proba in fitted], len(X))
+        # one out-of-fold map per image: the mean over the repeats that held it out
+        probas = [proba for _, proba in fitted]
+        k = len(self.folds_) // self.n_repeats
+        oof_proba = _mean_maps([
+            out_of_fold(self.folds_[r * k:(r + 1) * k], probas[r * k:(r + 1) * k], len(X))
+            for r in range(self.n_repeats)])
+        held_rows = np.unique(np.concatenate([test for _, test in self.folds_]))
         held_proba = held_out(oof_proba, held_rows)
         truth = read_truth(y, held_rows, self.encoding_, binarize=binarize)
         if isinstance(truth, list) and not isinstance(held_proba, list):
@@ -241,9 +285,9 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
         self._set_postprocessing(held_proba, truth)
         pair_scores = pair_dice(truth, self.postprocessing_.apply(held_proba)).mean(axis=-1)
         self.oof_score_ = float(pair_scores.mean())
-        fold_ends = np.cumsum([len(test) for _, test in self.folds_])[:-1]
+        position = np.searchsorted(held_rows, np.arange(len(X)))
         self.oof_fold_scores_ = np.array(
-            [scores.mean() for scores in np.split(pair_scores, fold_ends)])
+            [pair_scores[position[test]].mean() for _, test in self.folds_])
         if self.store_oof_proba:
             self.oof_proba_ = oof_proba
         return self
@@ -260,10 +304,16 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
                 (0.5 if fold.threshold is None else fold.threshold, fold.min_area,
                  fold.min_component_area), strict=True))
         if self.tune_postprocessing:
-            search = tune_postprocessing(oof_proba, truth, activation=encoding.activation)
+            # a value given to the ensemble is kept: only the others are searched
+            search = tune_postprocessing(
+                oof_proba, truth, activation=encoding.activation,
+                thresholds=_candidates(self.threshold, encoding.activation == "sigmoid"),
+                min_areas=_candidates(self.min_area))
             self.oof_score_before_tuning_ = search.score_before
-            min_area = search.min_areas
-            if search.thresholds is not None:
+            if self.min_area is None or np.ndim(self.min_area) == 0:
+                min_area = search.min_areas
+            if search.thresholds is not None and (
+                    self.threshold is None or np.ndim(self.threshold) == 0):
                 threshold = search.thresholds
         self.postprocessing_ = PostProcessing.from_params(
             encoding.n_outputs, threshold=threshold, min_area=min_area,

@@ -36,6 +36,7 @@ from ._crossfit import (
     class_strata,
     fit_folds,
     fit_with_validation,
+    held_out,
     label_values,
     make_folds,
 )
@@ -209,6 +210,12 @@ def _fit_fold(train, test, fold, *, segmenter, classifier, X, y, labels, encodin
         return proba, None
     fold_classifier = clone(classifier).fit(take_rows(X, train), labels[train])
     return proba, _image_presence(fold_classifier, held)
+
+
+def _fit_fold_classifier(train, test, fold, *, classifier, X, labels):
+    """One fold's image classifier: the presence of the held-out images ``test``."""
+    fold_classifier = clone(classifier).fit(take_rows(X, train), labels[train])
+    return _image_presence(fold_classifier, take_rows(X, test))
 
 
 def _join(first, second):
@@ -526,25 +533,19 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
             self.classifiers_ = [self._fit_final_classifier(classifier, X, labels,
                                                             validation_data, columns)]
             return None, None, None
-        folds = make_folds(self.cv, len(X), random_state=self.random_state,
-                           split_y=labels[:, 0] if labels.shape[1] == 1 else labels,
-                           strata=class_strata(y, values), min_folds=1)
-        check_fold_classes(folds, values)
-        fitted = fit_folds(_fit_fold, folds, n_jobs=self.n_jobs,
-                           segmenter=self._fold_segmenter(),
-                           classifier=classifier if kind == "image" else None, X=X, y=y,
-                           labels=labels, encoding=encoding, validation_data=validation_data)
+        image_classifier = classifier if kind == "image" else None
+        if self._reuses_ensemble_folds():
+            folds, held_proba, image_presence = self._ensemble_held_out(
+                X, y, encoding, labels, image_classifier, validation_data)
+        else:
+            folds, held_proba, image_presence = self._cross_fitted_held_out(
+                X, y, encoding, labels, values, image_classifier, validation_data)
         held_rows = np.concatenate([test for _, test in folds])
-        held_proba = fitted[0][0]
-        for proba, _ in fitted[1:]:
-            held_proba = _join(held_proba, proba)
         held_truth = read_truth(y, held_rows, encoding, binarize=self._binarize)
-        self.segmenter_ = _fit_checked(self.segmenter, X, y, encoding, validation_data,
-                                       "The segmenter")
         if kind == "image":
             self.classifiers_ = [self._fit_final_classifier(classifier, X, labels,
                                                             validation_data, columns)]
-            return held_truth, held_proba, np.concatenate([p for _, p in fitted])
+            return held_truth, held_proba, image_presence
         features = self._features(held_proba)
         held_labels = labels[held_rows]
         bounds = np.cumsum([0] + [len(test) for _, test in folds])
@@ -559,6 +560,50 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
         self.classifiers_ = [_fit_class_classifier(classifier, features[:, k], held_labels[:, k])
                              for k in range(labels.shape[1])]
         return held_truth, held_proba, held_presence
+
+    def _reuses_ensemble_folds(self):
+        """Whether the segmenter is an unfitted FoldEnsemble whose folds the filter reuses."""
+        from ._ensemble import FoldEnsemble
+
+        return isinstance(self.segmenter, FoldEnsemble)
+
+    def _cross_fitted_held_out(self, X, y, encoding, labels, values, image_classifier,
+                               validation_data):
+        """Folds of ``cv``: a clone of the segmenter (and of the image classifier) per fold,
+        then ``segmenter_`` on all of ``X``. Returns (folds, held-out maps, presence)."""
+        folds = make_folds(self.cv, len(X), random_state=self.random_state,
+                           split_y=labels[:, 0] if labels.shape[1] == 1 else labels,
+                           strata=class_strata(y, values), min_folds=1)
+        check_fold_classes(folds, values)
+        fitted = fit_folds(_fit_fold, folds, n_jobs=self.n_jobs,
+                           segmenter=self._fold_segmenter(), classifier=image_classifier,
+                           X=X, y=y, labels=labels, encoding=encoding,
+                           validation_data=validation_data)
+        held_proba = fitted[0][0]
+        for proba, _ in fitted[1:]:
+            held_proba = _join(held_proba, proba)
+        self.segmenter_ = _fit_checked(self.segmenter, X, y, encoding, validation_data,
+                                       "The segmenter")
+        image_presence = (None if image_classifier is None
+                          else np.concatenate([presence for _, presence in fitted]))
+        return folds, held_proba, image_presence
+
+    def _ensemble_held_out(self, X, y, encoding, labels, image_classifier, validation_data):
+        """A FoldEnsemble segmenter: fitted once, its folds and out-of-fold maps are the
+        held-out predictions, and only the image classifiers are cross-fitted on its folds
+        (``k + 1`` classifiers, no further segmenter). Returns (folds, held-out maps,
+        presence)."""
+        template = clone(self.segmenter).set_params(store_oof_proba=True)
+        self.segmenter_ = _fit_checked(template, X, y, encoding, validation_data,
+                                       "The segmenter")
+        folds = self.segmenter_.folds_
+        held_rows = np.concatenate([test for _, test in folds])
+        held_proba = held_out(self.segmenter_.oof_proba_, held_rows)
+        if image_classifier is None:
+            return folds, held_proba, None
+        presence_parts = fit_folds(_fit_fold_classifier, folds, n_jobs=self.n_jobs,
+                                   classifier=image_classifier, X=X, labels=labels)
+        return folds, held_proba, np.concatenate(presence_parts)
 
     def _fit_final_classifier(self, classifier, X, labels, validation_data, columns):
         """The image classifier fitted on all of ``X`` (watching the validation images)."""

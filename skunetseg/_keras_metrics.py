@@ -71,3 +71,42 @@ class MaskAccuracy(_PairMetric):
         present_true = ops.max(true, axis=(1, 2)) > 0
         present_pred = ops.max(pred, axis=(1, 2)) > 0
         return ops.cast(ops.equal(present_true, present_pred), "float32")
+
+
+@_register
+class BalancedDice(KaggleDice):
+    """Kaggle Dice with the empty and the non-empty (image, class) pairs weighted equally.
+
+    The mean of two means: the Dice of the pairs whose true mask holds an object,
+    and the share of the empty pairs predicted empty (their Kaggle Dice); where
+    only one kind of pair has been seen, its mean alone. Predicting nothing
+    scores at most 0.5 however many pairs are empty, so an epoch that has
+    learnt to stay silent cannot win model selection on mostly-empty data,
+    while on data without empty pairs it equals :class:`KaggleDice`.
+    """
+
+    def __init__(self, threshold=0.5, multiclass=False, name="balanced_dice", dtype=None):
+        super().__init__(threshold=threshold, multiclass=multiclass, name=name, dtype=dtype)
+        self.empty_total = self.add_variable(shape=(), initializer="zeros", name="empty_total")
+        self.empty_count = self.add_variable(shape=(), initializer="zeros", name="empty_count")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        true, pred = self._masks(y_true, y_pred)
+        scores = self._pair_scores(true, pred)
+        empty = ops.cast(ops.sum(true, axis=(1, 2)) == 0, self.dtype)
+        scores = ops.cast(scores, self.dtype)
+        self.total.assign_add(ops.sum(scores * (1.0 - empty)))
+        self.count.assign_add(ops.sum(1.0 - empty))
+        self.empty_total.assign_add(ops.sum(scores * empty))
+        self.empty_count.assign_add(ops.sum(empty))
+
+    def result(self):
+        objects = ops.divide_no_nan(self.total, self.count)
+        empties = ops.divide_no_nan(self.empty_total, self.empty_count)
+        kinds = ops.cast(self.count > 0, self.dtype) + ops.cast(self.empty_count > 0, self.dtype)
+        return ops.divide_no_nan(objects + empties, kinds)
+
+    def reset_state(self):
+        super().reset_state()
+        self.empty_total.assign(0.0)
+        self.empty_count.assign(0.0)

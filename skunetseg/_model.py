@@ -16,7 +16,7 @@ import numpy as np
 
 from ._backend import gpu_available, keras, sm, tf
 from ._batches import AugmentedBatches  # noqa: F401  (the estimator's training input)
-from ._keras_metrics import KaggleDice, MaskAccuracy
+from ._keras_metrics import BalancedDice, KaggleDice, MaskAccuracy
 from .losses import get_loss
 
 
@@ -220,7 +220,8 @@ def compile_model(model, *, loss, activation, learning_rate, accumulate_steps, t
                   metrics=None):
     """Compile with Adam (gradient accumulation when ``accumulate_steps > 1``).
 
-    ``metrics=None`` means the segmentation metrics ``dice`` and ``mask_accuracy``.
+    ``metrics=None`` means the segmentation metrics ``dice``, ``balanced_dice`` and
+    ``mask_accuracy``.
     """
     optimizer = FusedAdam(
         learning_rate=learning_rate,
@@ -231,7 +232,8 @@ def compile_model(model, *, loss, activation, learning_rate, accumulate_steps, t
         optimizer=optimizer,
         loss=get_loss(loss, activation),
         metrics=(metrics if metrics is not None else
-                 [KaggleDice(threshold, multiclass), MaskAccuracy(threshold, multiclass)]),
+                 [KaggleDice(threshold, multiclass), BalancedDice(threshold, multiclass),
+                  MaskAccuracy(threshold, multiclass)]),
         # XLA on the CPU trains and predicts about 4x slower here (docs/design.md)
         jit_compile=False,
     )

@@ -58,7 +58,7 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
     """U-Net image segmentation (segmentation-models on Keras 3) as a scikit-learn estimator.
 
     Trains a U-Net with a segmentation-models encoder on a stack of images and
-    masks, watching the Kaggle Dice (of held-out images, when asked) for early
+    masks, watching the Dice (of held-out images, when asked) for early
     stopping and learning rate reduction, and predicts masks in the format it
     was fitted on.
 
@@ -110,15 +110,27 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         ``batch_size=16, accumulate_steps=8`` updates once per 128 images.
     epochs : int, default=50
         Most passes over the training images.
+    max_empty_share : float in (0, 1) or None, default=0.5
+        Object-balanced epochs for mostly-empty data (defects, clouds): when the
+        images whose masks are empty make up more than this share of the
+        training images, each epoch trains on every image that holds an object
+        and a fresh random draw of the empty images, so that they make up this
+        share of the epoch (at least one batch of them). Over the epochs every
+        empty image is seen; each epoch is shorter. None trains on every image
+        every epoch. Data with this share of empty images or fewer is not
+        affected.
     validation_fraction : float, default=0.0
         Share of the training images held out (drawn with ``random_state``) to
-        watch ``val_dice`` when ``fit`` gets no ``validation_data``. With 0 (the
-        default) every image trains, the training loss drives early stopping
-        and the learning-rate reductions, and the last epoch's weights are
-        kept; set 0.1 or pass ``validation_data`` to keep the epoch with the
-        best Dice on held-out images.
+        watch ``val_balanced_dice`` when ``fit`` gets no ``validation_data``.
+        With 0 (the default) every image trains, the training loss drives early
+        stopping and the learning-rate reductions, and the last epoch's weights
+        are kept; set 0.1 or pass ``validation_data`` to keep the epoch with the
+        best balanced Dice on held-out images: the Kaggle Dice with the empty and
+        the non-empty (image, class) pairs weighted equally, which an epoch that
+        predicts nothing cannot win on mostly-empty data (on data without empty
+        pairs it is the Kaggle Dice).
     early_stopping_patience : int or None, default=10
-        Epochs without a better watched score (``val_dice``, or the training
+        Epochs without a better watched score (``val_balanced_dice``, or the training
         loss without validation images) before training stops; None trains all
         ``epochs``. With validation images the weights of the best epoch are
         kept, without them those of the last.
@@ -219,7 +231,8 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
     n_channels_in_ : int
         Channels of the images seen in ``fit``.
     history_ : list of dict
-        One dict per epoch: ``epoch``, ``loss``, ``dice``, ``mask_accuracy``, their
+        One dict per epoch: ``epoch``, ``loss``, ``dice``, ``balanced_dice``,
+        ``mask_accuracy``, their
         ``val_`` twins when validating, and ``learning_rate``.
     best_epoch_ : int
         The epoch whose weights were kept.
@@ -280,6 +293,7 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "accumulate_steps": [Interval(Integral, 1, None, closed="left")],
         "epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_empty_share": [Interval(Real, 0, 1, closed="neither"), None],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "early_stopping_patience": [Interval(Integral, 0, None, closed="left"), None],
         "reduce_lr_patience": [Interval(Integral, 0, None, closed="left"), None],
@@ -313,6 +327,7 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         batch_size=8,
         accumulate_steps=1,
         epochs=50,
+        max_empty_share=0.5,
         validation_fraction=0.0,
         early_stopping_patience=10,
         reduce_lr_patience=5,
@@ -341,6 +356,7 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         self.batch_size = batch_size
         self.accumulate_steps = accumulate_steps
         self.epochs = epochs
+        self.max_empty_share = max_empty_share
         self.validation_fraction = validation_fraction
         self.early_stopping_patience = early_stopping_patience
         self.reduce_lr_patience = reduce_lr_patience
@@ -434,13 +450,15 @@ or list of paths
             return _keras_side().AugmentedBatches(
                 images, targets, augmenter=augmenter, batch_size=self.batch_size,
                 prepare_images=prepare, mask_fill=self._encoding.background,
-                seed=seed, shuffle=shuffle)
+                seed=seed, shuffle=shuffle, max_empty_share=self.max_empty_share)
 
+        training = feed(*train, augmenter, shuffle=True)
         return self._build_and_train(
-            feed(*train, augmenter, shuffle=True),
-            None if valid is None else feed(*valid, None, shuffle=False),
-            n_train=len(train[0]), seed=seed, activation=self._encoding.activation,
-            threshold=self._graph_threshold(), distribute=self.distribute)
+            training, None if valid is None else feed(*valid, None, shuffle=False),
+            n_train=len(training.order),  # an epoch's images (fewer with balanced epochs)
+            seed=seed, activation=self._encoding.activation,
+            threshold=self._graph_threshold(), distribute=self.distribute,
+            monitor="balanced_dice")
 
     def _set_target_layout(self, encoding, n_channels):
         """Set the fitted attributes that describe the targets and the input channels."""

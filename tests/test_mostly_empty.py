@@ -1,0 +1,174 @@
+"""Mostly-empty data (issue 22): object-balanced epochs, balanced-Dice model selection,
+repeated fold ensembles and a false-positive filter that reuses its ensemble's folds."""
+
+import numpy as np
+import pytest
+from conftest import SMALL
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import KFold
+
+from skunetseg import FalsePositiveFilter, FoldEnsemble, TargetEncoding, UNetSegmenter
+from skunetseg.postprocess import PostProcessing
+
+
+def _mostly_empty(n=20, n_objects=3, size=32, seed=0):
+    """``n`` noisy images of which the first ``n_objects`` hold a bright square."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, size, size), dtype=np.uint8)
+    for i in range(n_objects):
+        top, left = rng.integers(0, size - 10, size=2)
+        masks[i, top:top + 10, left:left + 10] = 1
+    images = np.clip(60 + 120 * masks + rng.normal(0, 20, masks.shape), 0, 255)
+    return images.astype(np.uint8), masks
+
+
+# ------------------------------------------------------------- balanced epochs
+def test_balanced_epochs_take_every_object_image_and_a_fresh_draw_of_empty_ones():
+    from skunetseg._batches import AugmentedBatches
+
+    _, masks = _mostly_empty(n=20, n_objects=3)
+    targets = masks[..., None].astype(np.float32)
+    images = np.zeros(targets.shape, np.float32)
+    batches = AugmentedBatches(images, targets, augmenter=None, batch_size=2,
+                               prepare_images=lambda x: x, mask_fill=np.zeros(1, np.float32),
+                               seed=0, max_empty_share=0.5)
+    seen_empty = set()
+    for _ in range(12):
+        order = batches.order
+        assert set(range(3)) <= set(order.tolist())  # every object image, every epoch
+        assert len(order) == 6 and len(set(order.tolist())) == 6  # 3 empty: half the epoch
+        assert len(batches) == 3
+        seen_empty |= set(order.tolist()) - {0, 1, 2}
+        batches.on_epoch_end()
+    assert len(seen_empty) > 10  # the empty images change from epoch to epoch
+
+    # data with no more empty images than the share: every image, every epoch
+    plain = AugmentedBatches(images, targets, augmenter=None, batch_size=2,
+                             prepare_images=lambda x: x, mask_fill=np.zeros(1, np.float32),
+                             seed=0, max_empty_share=0.9)
+    assert sorted(plain.order.tolist()) == list(range(20))
+
+
+class _CountBatches:
+    """A Keras callback factory counting the training steps of each epoch."""
+
+    @staticmethod
+    def make():
+        import keras
+
+        class Count(keras.callbacks.Callback):
+            steps = []
+
+            def on_epoch_begin(self, epoch, logs=None):
+                Count.steps.append(0)
+
+            def on_train_batch_end(self, batch, logs=None):
+                Count.steps[-1] += 1
+
+        return Count
+
+
+@pytest.mark.parametrize("share, steps", [(0.5, 2), (None, 5)])
+def test_segmenter_trains_balanced_epochs_on_mostly_empty_data(share, steps):
+    X, y = _mostly_empty(n=20, n_objects=3)
+    counter = _CountBatches.make()
+    model = UNetSegmenter(**{**SMALL, "epochs": 2}, max_empty_share=share,
+                          callbacks=[counter()], random_state=0).fit(X, y)
+    # 3 object images + max(3, batch 4) empty ones = 7 images = 2 batches of 4; or all 20
+    assert counter.steps == [steps, steps]
+    assert "balanced_dice" in model.history_[0]
+
+
+# ---------------------------------------------------------------- balanced Dice
+def test_balanced_dice_weighs_empty_and_object_pairs_equally():
+    from skunetseg._keras_metrics import BalancedDice, KaggleDice
+
+    truth = np.zeros((10, 8, 8, 1), np.float32)
+    truth[:2, 2:6, 2:6] = 1  # 2 object images, 8 empty ones
+    nothing = np.zeros_like(truth)
+    found = truth.copy()
+    found[2:4, 0, 0] = 1  # both objects found, 2 of the 8 empty images given a pixel
+
+    def result(metric, pred, true=truth):
+        metric.update_state(true, pred)
+        return float(metric.result())
+
+    assert result(KaggleDice(), nothing) == pytest.approx(0.8)
+    assert result(BalancedDice(), nothing) == pytest.approx(0.5)  # silence cannot win
+    assert result(BalancedDice(), found) == pytest.approx((1.0 + 6 / 8) / 2)
+    # without empty pairs it is the Kaggle Dice
+    half = np.zeros_like(truth[:2])
+    half[:, 2:4, 2:6] = 1
+    assert result(BalancedDice(), half, truth[:2]) == pytest.approx(
+        result(KaggleDice(), half, truth[:2]))
+    assert result(KaggleDice(), half, truth[:2]) == pytest.approx(2 / 3)
+
+
+# ------------------------------------------------------------ fold ensembles
+class Brightness(BaseEstimator):
+    """A segmenter of the public contract whose probability is the brightness; it
+    counts its fits in the class attribute ``fits``."""
+
+    fits = 0
+
+    def __init__(self, threshold=0.5):
+        self.threshold = threshold
+
+    def fit(self, X, y, validation_data=None):
+        type(self).fits += 1
+        self.encoding_ = TargetEncoding.from_targets(y)
+        self.postprocessing_ = PostProcessing.from_params(
+            self.encoding_.n_outputs, threshold=self.threshold,
+            activation=self.encoding_.activation)
+        self.classes_ = self.encoding_.classes
+        self.n_classes_, self.target_type_ = len(self.classes_), self.encoding_.target_type
+        self.offset_ = float(np.asarray(X).mean()) / 2550  # differs from fold to fold
+        return self
+
+    def predict_proba(self, X):
+        return np.clip(np.asarray(X, dtype=np.float32)[..., np.newaxis] / 255 - self.offset_,
+                       0, 1)
+
+
+def test_fold_ensemble_repeats_its_split_and_averages_the_out_of_fold_maps():
+    X, y = _mostly_empty(n=24, n_objects=8)
+    ensemble = FoldEnsemble(Brightness(), cv=3, n_repeats=2, random_state=0).fit(X, y)
+    assert len(ensemble.estimators_) == len(ensemble.folds_) == 6
+    once = FoldEnsemble(Brightness(), cv=3, random_state=0).fit(X, y)
+    for (train, test), (train1, test1) in zip(ensemble.folds_[:3], once.folds_, strict=True):
+        np.testing.assert_array_equal(test, test1)  # the first repeat is n_repeats=1's split
+    assert any(not np.array_equal(a[1], b[1])
+               for a, b in zip(ensemble.folds_[:3], ensemble.folds_[3:], strict=True))
+    expected = np.zeros(ensemble.oof_proba_.shape, np.float32)
+    for (_, test), model in zip(ensemble.folds_, ensemble.estimators_, strict=True):
+        expected[test] += model.predict_proba(X[test]) / 2
+    np.testing.assert_allclose(ensemble.oof_proba_, expected, rtol=1e-6)
+    assert ensemble.oof_fold_scores_.shape == (6,)
+    with pytest.raises(ValueError, match="n_repeats=2 repeats the k-fold split of an int cv"):
+        FoldEnsemble(Brightness(), cv=KFold(3), n_repeats=2).fit(X, y)
+
+
+def test_fold_ensemble_tunes_post_processing_by_default_but_keeps_given_values():
+    X, y = _mostly_empty(n=24, n_objects=8)
+    tuned = FoldEnsemble(Brightness(), cv=3, random_state=0).fit(X, y)
+    assert hasattr(tuned, "oof_score_before_tuning_")
+    assert tuned.oof_score_ >= tuned.oof_score_before_tuning_
+    kept = FoldEnsemble(Brightness(), cv=3, threshold=0.3, min_area=5,
+                        random_state=0).fit(X, y)
+    assert kept.thresholds_.tolist() == [0.3] and kept.min_areas_.tolist() == [5]
+
+
+@pytest.mark.parametrize("classifier", ["features"])
+def test_filter_over_a_fold_ensemble_reuses_its_folds_and_out_of_fold_maps(classifier):
+    X, y = _mostly_empty(n=24, n_objects=8)
+    Brightness.fits = 0
+    fp_filter = FalsePositiveFilter(FoldEnsemble(Brightness(), cv=3, random_state=0),
+                                    classifier, tune_threshold=True).fit(X, y)
+    assert Brightness.fits == 3  # the ensemble's three fold models, nothing more
+    ensemble = fp_filter.segmenter_
+    assert fp_filter.n_held_out_ == len(X)
+    # the held-out maps are the ensemble's out-of-fold maps: same Dice before filtering
+    assert fp_filter.dice_before_ == pytest.approx(ensemble.oof_score_)
+    Brightness.fits = 0
+    FalsePositiveFilter(Brightness(), classifier, cv=3).fit(X, y)
+    assert Brightness.fits == 4  # a plain segmenter: cv + 1 fits
