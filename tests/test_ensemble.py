@@ -57,7 +57,8 @@ def probability_maps(n=12, size=16, seed=0):
 
 def test_each_fold_model_validates_on_its_held_out_fold_and_oof_is_never_in_sample():
     X, y = probability_maps()
-    ensemble = FoldEnsemble(ProbabilityStub(), cv=3, random_state=0).fit(X, y)
+    ensemble = FoldEnsemble(ProbabilityStub(), cv=3, tune_postprocessing=False,
+                            random_state=0).fit(X, y)
     assert len(ensemble.estimators_) == 3
     covered = np.sort(np.concatenate([test for _, test in ensemble.folds_]))
     np.testing.assert_array_equal(covered, np.arange(len(X)))
@@ -121,7 +122,8 @@ def test_group_kfold_keeps_groups_together():
 
 def test_predict_proba_averages_the_fold_models():
     X, y = probability_maps()
-    ensemble = FoldEnsemble(ProbabilityStub(), cv=3, random_state=0).fit(X[:9], y[:9])
+    ensemble = FoldEnsemble(ProbabilityStub(), cv=3, tune_postprocessing=False,
+                            random_state=0).fit(X[:9], y[:9])
     new = X[9:]
     expected = np.mean([m.predict_proba(new) for m in ensemble.estimators_], axis=0)
     np.testing.assert_allclose(ensemble.predict_proba(new), expected, atol=1e-6)
@@ -139,7 +141,8 @@ def test_tuning_finds_the_threshold_and_min_area_on_out_of_fold_predictions():
     # predict and score apply the tuned settings
     masks = postprocess(X[..., None], threshold=ensemble.thresholds_,
                         min_area=ensemble.min_areas_)[..., 0]
-    stub_only = FoldEnsemble(ProbabilityStub(), cv=3, random_state=0).fit(X, y)
+    stub_only = FoldEnsemble(ProbabilityStub(), cv=3, tune_postprocessing=False,
+                             random_state=0).fit(X, y)
     assert stub_only.thresholds_.tolist() == [0.5]  # untuned: the estimator's own
     np.testing.assert_array_equal(ensemble.postprocessing_.apply(X[..., None])[..., 0], masks)
 
@@ -149,7 +152,8 @@ def test_explicit_postprocessing_overrides_the_estimator_s():
     ensemble = FoldEnsemble(ProbabilityStub(threshold=0.7), cv=3, threshold=0.3,
                             min_area=5, random_state=0).fit(X, y)
     assert ensemble.thresholds_.tolist() == [0.3] and ensemble.min_areas_.tolist() == [5]
-    inherited = FoldEnsemble(ProbabilityStub(threshold=0.7, min_area=2), cv=3).fit(X, y)
+    inherited = FoldEnsemble(ProbabilityStub(threshold=0.7, min_area=2), cv=3,
+                             tune_postprocessing=False).fit(X, y)
     assert inherited.thresholds_.tolist() == [0.7] and inherited.min_areas_.tolist() == [2]
 
 

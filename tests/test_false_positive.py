@@ -449,7 +449,8 @@ def test_inside_a_fold_ensemble():
     X, y = salt_like(30)
     fp_filter = FalsePositiveFilter(BrightnessSegmenter(threshold=0.4), "features",
                                     presence_threshold=0.9, cv=2)
-    ensemble = FoldEnsemble(fp_filter, cv=3, random_state=0).fit(X, y)
+    ensemble = FoldEnsemble(fp_filter, cv=3, tune_postprocessing=False,
+                            random_state=0).fit(X, y)
     assert_never_predicted_own_training_images()  # out of fold all the way down
     # the ensemble thresholds pixels as the segmenter does, not at the filter's presence cut
     assert ensemble.thresholds_.tolist() == [0.4]

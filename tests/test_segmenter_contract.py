@@ -93,7 +93,8 @@ def test_tune_postprocessing_over_maps_of_several_sizes_counts_every_image_once(
 # --------------------------------------------------------- the engines, with stubs
 def test_meta_estimators_predict_a_chunk_at_a_time():
     X, y = synthetic_images(n=140, height=8, width=8)
-    ensemble = FoldEnsemble(Thresholded(), cv=2, random_state=0).fit(X, y)
+    ensemble = FoldEnsemble(Thresholded(), cv=2, tune_postprocessing=False,
+                            random_state=0).fit(X, y)
     for model in ensemble.estimators_:
         model.calls_.clear()
     ensemble.predict(X)
