@@ -128,13 +128,17 @@ def check_fold_classes(folds, values):
                 "fewer folds, or a splitter that keeps every class in every training part.")
 
 
-def fit_with_validation(estimator, X, y, validation_data):
-    """``estimator.fit(X, y)``, passing ``validation_data`` when given and accepted."""
-    if validation_data is not None and (
-            "validation_data" in inspect.signature(estimator.fit).parameters
-            or isinstance(estimator, FrozenEstimator)):
-        return estimator.fit(X, y, validation_data=validation_data)
-    return estimator.fit(X, y)
+def fit_with_validation(estimator, X, y, validation_data, groups=None):
+    """``estimator.fit(X, y)``, passing ``validation_data`` and ``groups`` when given and
+    accepted."""
+    accepted = inspect.signature(estimator.fit).parameters
+    frozen = isinstance(estimator, FrozenEstimator)
+    params = {}
+    if validation_data is not None and ("validation_data" in accepted or frozen):
+        params["validation_data"] = validation_data
+    if groups is not None and "groups" in accepted and not frozen:
+        params["groups"] = groups
+    return estimator.fit(X, y, **params)
 
 
 def fit_predict_fold(estimator, X, y, train, test, *, validation_data=None):

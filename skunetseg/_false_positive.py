@@ -178,9 +178,9 @@ def _model_params(estimator):
     return params
 
 
-def _fit_checked(template, X, y, encoding, validation_data, who):
+def _fit_checked(template, X, y, encoding, validation_data, who, groups=None):
     """Fit a clone of ``template``; refuse it when it reads ``y`` as other classes."""
-    segmenter = fit_with_validation(clone(template), X, y, validation_data)
+    segmenter = fit_with_validation(clone(template), X, y, validation_data, groups=groups)
     fitted = segmenter.encoding_
     if (fitted.target_type != encoding.target_type
             or not np.array_equal(fitted.classes, encoding.classes)):
@@ -299,7 +299,11 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
         ``ShuffleSplit(n_splits=1, test_size=0.2)`` is a holdout, which costs
         one extra fit instead of ``cv``. None: no cross-fitting; the held-out
         predictions are those of ``validation_data`` alone (image classifiers
-        only; one fit of each model).
+        only; one fit of each model). Not used with a
+        :class:`~skunetseg.FoldEnsemble` segmenter (unless None): the ensemble is
+        fitted once and its folds and out-of-fold maps are the filter's, so the
+        whole ladder costs the ensemble plus ``k + 1`` image classifiers (or
+        nothing more with the features classifier), not ``k`` more ensembles.
     n_jobs : int, default=None
         Folds fitted in parallel processes (joblib); None means 1.
     random_state : int, RandomState instance or None, default=None
@@ -439,7 +443,7 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y, validation_data=None):
+    def fit(self, X, y, validation_data=None, groups=None):
         """Fit the segmenter and the presence classifier, and set the thresholds.
 
         Parameters
@@ -451,6 +455,11 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
         validation_data : tuple (X_val, y_val), default=None
             Held-out images and masks, passed on to the segmenter's fits for
             early stopping; their predictions join the held-out ones (see Notes).
+        groups : array-like of shape (n_images,), default=None
+            Group labels for a group-aware ``cv`` such as ``GroupKFold`` (the
+            images of one patient, scene or part stay on one side of every
+            split); passed on to a :class:`~skunetseg.FoldEnsemble` segmenter,
+            whose folds the filter then reuses.
 
         Returns
         -------
@@ -479,7 +488,7 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
                              "alone: it needs validation_data and an image classifier.")
         self.kind_ = kind
         held_truth, held_proba, held_presence = self._held_out(
-            X, y, encoding, labels, values, kind, classifier, validation_data, columns)
+            X, y, encoding, labels, values, kind, classifier, validation_data, columns, groups)
         if valid is not None:  # the final models never saw the validation images
             val_truth = read_truth(valid[1], slice(None), encoding, name="validation_data[1]",
                                    binarize=binarize)
@@ -524,7 +533,7 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
                                for rows in row_chunks(len(y), DEFAULT_CHUNK)])
 
     def _held_out(self, X, y, encoding, labels, values, kind, classifier, validation_data,
-                  columns):
+                  columns, groups=None):
         """Out-of-fold (truth, probabilities, presence) over ``X`` (None for ``cv=None``);
         fits ``segmenter_`` and ``classifiers_`` on all of ``X``."""
         if self.cv is None:
@@ -536,10 +545,10 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
         image_classifier = classifier if kind == "image" else None
         if self._reuses_ensemble_folds():
             folds, held_proba, image_presence = self._ensemble_held_out(
-                X, y, encoding, labels, image_classifier, validation_data)
+                X, y, encoding, labels, image_classifier, validation_data, groups)
         else:
             folds, held_proba, image_presence = self._cross_fitted_held_out(
-                X, y, encoding, labels, values, image_classifier, validation_data)
+                X, y, encoding, labels, values, image_classifier, validation_data, groups)
         held_rows = np.concatenate([test for _, test in folds])
         held_truth = read_truth(y, held_rows, encoding, binarize=self._binarize)
         if kind == "image":
@@ -568,12 +577,12 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
         return isinstance(self.segmenter, FoldEnsemble)
 
     def _cross_fitted_held_out(self, X, y, encoding, labels, values, image_classifier,
-                               validation_data):
+                               validation_data, groups):
         """Folds of ``cv``: a clone of the segmenter (and of the image classifier) per fold,
         then ``segmenter_`` on all of ``X``. Returns (folds, held-out maps, presence)."""
         folds = make_folds(self.cv, len(X), random_state=self.random_state,
                            split_y=labels[:, 0] if labels.shape[1] == 1 else labels,
-                           strata=class_strata(y, values), min_folds=1)
+                           strata=class_strata(y, values), groups=groups, min_folds=1)
         check_fold_classes(folds, values)
         fitted = fit_folds(_fit_fold, folds, n_jobs=self.n_jobs,
                            segmenter=self._fold_segmenter(), classifier=image_classifier,
@@ -588,14 +597,15 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
                           else np.concatenate([presence for _, presence in fitted]))
         return folds, held_proba, image_presence
 
-    def _ensemble_held_out(self, X, y, encoding, labels, image_classifier, validation_data):
+    def _ensemble_held_out(self, X, y, encoding, labels, image_classifier, validation_data,
+                           groups):
         """A FoldEnsemble segmenter: fitted once, its folds and out-of-fold maps are the
         held-out predictions, and only the image classifiers are cross-fitted on its folds
         (``k + 1`` classifiers, no further segmenter). Returns (folds, held-out maps,
         presence)."""
         template = clone(self.segmenter).set_params(store_oof_proba=True)
         self.segmenter_ = _fit_checked(template, X, y, encoding, validation_data,
-                                       "The segmenter")
+                                       "The segmenter", groups=groups)
         folds = self.segmenter_.folds_
         held_rows = np.concatenate([test for _, test in folds])
         held_proba = held_out(self.segmenter_.oof_proba_, held_rows)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import SMALL
 from sklearn.base import BaseEstimator
-from sklearn.model_selection import KFold
+from sklearn.model_selection import GroupKFold, KFold
 
 from skunetseg import FalsePositiveFilter, FoldEnsemble, TargetEncoding, UNetSegmenter
 from skunetseg.postprocess import PostProcessing
@@ -135,7 +135,7 @@ def test_fold_ensemble_repeats_its_split_and_averages_the_out_of_fold_maps():
     ensemble = FoldEnsemble(Brightness(), cv=3, n_repeats=2, random_state=0).fit(X, y)
     assert len(ensemble.estimators_) == len(ensemble.folds_) == 6
     once = FoldEnsemble(Brightness(), cv=3, random_state=0).fit(X, y)
-    for (train, test), (train1, test1) in zip(ensemble.folds_[:3], once.folds_, strict=True):
+    for (_, test), (_, test1) in zip(ensemble.folds_[:3], once.folds_, strict=True):
         np.testing.assert_array_equal(test, test1)  # the first repeat is n_repeats=1's split
     assert any(not np.array_equal(a[1], b[1])
                for a, b in zip(ensemble.folds_[:3], ensemble.folds_[3:], strict=True))
@@ -172,3 +172,16 @@ def test_filter_over_a_fold_ensemble_reuses_its_folds_and_out_of_fold_maps(class
     Brightness.fits = 0
     FalsePositiveFilter(Brightness(), classifier, cv=3).fit(X, y)
     assert Brightness.fits == 4  # a plain segmenter: cv + 1 fits
+
+
+def test_filter_passes_groups_to_the_ensemble_it_reuses():
+    X, y = _mostly_empty(n=24, n_objects=8)
+    groups = np.arange(24) // 4  # six parts of four images each
+    fp_filter = FalsePositiveFilter(FoldEnsemble(Brightness(), cv=GroupKFold(3)),
+                                    "features").fit(X, y, groups=groups)
+    for train, test in fp_filter.segmenter_.folds_:
+        assert not set(groups[train]) & set(groups[test])  # no part on both sides
+    plain = FalsePositiveFilter(Brightness(), "features", cv=GroupKFold(3))
+    plain.fit(X, y, groups=groups)  # a splitter that needs groups gets them
+    with pytest.raises(ValueError, match="groups"):
+        plain.fit(X, y)
