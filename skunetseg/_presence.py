@@ -59,6 +59,12 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         Batches whose gradients are averaged before each weight update.
     epochs : int, default=50
         Most passes over the training images.
+    max_empty_share : float in (0, 1) or None, default=0.5
+        Object-balanced epochs, as in ``UNetSegmenter``: when the images with
+        no class present make up more than this share of the training images,
+        each epoch takes every image with a class present and a fresh random
+        draw of the others, so that they make up this share of the epoch. None
+        trains on every image every epoch.
     validation_fraction : float, default=0.1
         Share of the training images held out (drawn with ``random_state``) to
         watch ``val_loss`` when ``fit`` gets no ``validation_data``. With 0 the
@@ -150,6 +156,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "accumulate_steps": [Interval(Integral, 1, None, closed="left")],
         "epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_empty_share": [Interval(Real, 0, 1, closed="neither"), None],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "early_stopping_patience": [Interval(Integral, 0, None, closed="left"), None],
         "reduce_lr_patience": [Interval(Integral, 0, None, closed="left"), None],
@@ -178,6 +185,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         batch_size=8,
         accumulate_steps=1,
         epochs=50,
+        max_empty_share=0.5,
         validation_fraction=0.1,
         early_stopping_patience=10,
         reduce_lr_patience=5,
@@ -201,6 +209,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.accumulate_steps = accumulate_steps
         self.epochs = epochs
+        self.max_empty_share = max_empty_share
         self.validation_fraction = validation_fraction
         self.early_stopping_patience = early_stopping_patience
         self.reduce_lr_patience = reduce_lr_patience
@@ -262,16 +271,20 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         self._forget_model()
         self.n_channels_in_ = images.shape[-1]
         seed = self._seed()
-        if augmenter is None:
-            training = (self._network_input(train[0]), train[1])
+        absent = ~train[1].any(axis=1)  # images with no class present
+        if augmenter is None and (self.max_empty_share is None
+                                  or absent.mean() <= self.max_empty_share):
+            training, n_epoch = (self._network_input(train[0]), train[1]), len(train[0])
         else:
             from ._presence_model import PresenceBatches
 
             training = PresenceBatches(*train, augmenter=augmenter, batch_size=self.batch_size,
-                                       prepare_images=self._network_input, seed=seed)
+                                       prepare_images=self._network_input, seed=seed,
+                                       max_empty_share=self.max_empty_share)
+            n_epoch = len(training.order)
         model, self.history_, self.best_epoch_, momentum = self._build_and_train(
             training, None if valid is None else (self._network_input(valid[0]), valid[1]),
-            n_train=len(train[0]), seed=seed, activation="sigmoid", threshold=self.threshold,
+            n_train=n_epoch, seed=seed, activation="sigmoid", threshold=self.threshold,
             metrics=_keras_side().presence_metrics(self.threshold), monitor="loss", mode="min")
         self.bn_momentum_ = momentum
         self._model = model

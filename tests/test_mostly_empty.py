@@ -185,3 +185,14 @@ def test_filter_passes_groups_to_the_ensemble_it_reuses():
     plain.fit(X, y, groups=groups)  # a splitter that needs groups gets them
     with pytest.raises(ValueError, match="groups"):
         plain.fit(X, y)
+
+
+def test_presence_classifier_trains_balanced_epochs_too():
+    from skunetseg import PresenceClassifier
+
+    X, y = _mostly_empty(n=20, n_objects=3)
+    labels = y.any(axis=(1, 2)).astype(int)
+    counter = _CountBatches.make()
+    PresenceClassifier("vgg16", epochs=1, batch_size=4, validation_fraction=0,
+                       callbacks=[counter()], random_state=0).fit(X, labels)
+    assert counter.steps == [2]  # 3 present + 4 absent images, not all 20
