@@ -54,14 +54,15 @@ def open_for_writing(path, mode="w", *, overwrite=False, **kwargs):
     try:
         with open(temporary, mode.replace("w", "x"), **kwargs) as file:
             yield file
-        _publish(temporary, path, overwrite)
+        publish(temporary, path, overwrite)
     finally:
         if os.path.lexists(temporary):
             os.remove(temporary)
 
 
-def _publish(temporary, path, overwrite):
-    """Rename the complete file ``temporary`` to ``path`` (see :func:`open_for_writing`)."""
+def publish(temporary, path, overwrite):
+    """Rename the complete file ``temporary`` to ``path``, replacing a file there only
+    with ``overwrite`` (see :func:`open_for_writing`)."""
     if overwrite:
         with contextlib.suppress(OSError):  # a replaced file keeps its permissions
             os.chmod(temporary, stat.S_IMODE(os.stat(path).st_mode))
