@@ -502,7 +502,7 @@ def _archive(path, name):
     """The Keras archive a ``networks`` entry names, refused unless inside the folder."""
     if not isinstance(name, str) or not _ARCHIVE_NAME.fullmatch(name):
         raise _damaged(path, f"{os.path.join(path, PARAMS_FILE)!r} names the network archive "
-                       f"{_short_repr(name)}, which is not a file inside the folder (a plain "
+                       f"{_short_repr(name, 300)}, which is not a file inside the folder (a plain "
                        "name ending in .keras); load opens only files inside it")
     return _member(path, name)
 
