@@ -8,7 +8,7 @@ import importlib
 
 from ._ensemble import FoldEnsemble
 from ._false_positive import FalsePositiveFilter
-from ._persistence import load, save_model
+from ._persistence import InconsistentVersionWarning, load, save_model
 from ._presence import PresenceClassifier
 from ._segmenter import UNetSegmenter
 from ._targets import TargetEncoding
@@ -26,6 +26,7 @@ __all__ = [
     "ImagePreprocessor",
     "load",
     "save_model",
+    "InconsistentVersionWarning",
     "dice_score",
     "dice_scorer",
     "make_dice_scorer",

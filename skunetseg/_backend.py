@@ -66,7 +66,10 @@ def _quiet_start():
             kept = [line for line in capture.read().decode("utf-8", "replace").splitlines(True)
                     if line.strip() and not _START_UP_NOISE.search(line)]
             if kept:
-                sys.stderr.write("".join(kept))
+                # a line cut short (a full disk, a file-size limit) still ends the line, so
+                # that what is written next starts on its own
+                text = "".join(kept)
+                sys.stderr.write(text if text.endswith("\n") else text + "\n")
                 sys.stderr.flush()
 
 

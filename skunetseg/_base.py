@@ -17,6 +17,9 @@ The helpers below (:func:`as_rows`, :func:`take_rows`, :func:`read_truth`,
 (:mod:`skunetseg._crossfit`).
 """
 
+import copy
+import warnings
+
 import numpy as np
 from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted
@@ -75,6 +78,65 @@ IMAGE_INPUT_FAILED_CHECKS = {
     "check_fit2d_1sample": _WORDING.format("'1 sample'"),
     "check_fit2d_1feature": _WORDING.format("'1 feature(s)'"),
 }
+
+
+def check_params_now(estimator, names):
+    """Validate the parameters ``names`` as they are now (``set_params`` after fit skips
+    fit's check), against the estimator's ``_parameter_constraints``."""
+    from sklearn.utils._param_validation import validate_parameter_constraints
+
+    validate_parameter_constraints(
+        {name: estimator._parameter_constraints[name] for name in names},
+        {name: getattr(estimator, name) for name in names},
+        caller_name=type(estimator).__name__,
+    )
+
+
+def record_fit_params(estimator, names):
+    """Remember the values the parameters ``names`` had at fit (see :func:`changed_after_fit`)."""
+    estimator._params_at_fit = {name: copy.deepcopy(getattr(estimator, name)) for name in names}
+
+
+def _same(a, b):
+    if a is None or b is None:
+        return a is b
+    try:
+        return bool(np.array_equal(np.asarray(a, dtype=float), np.asarray(b, dtype=float)))
+    except (TypeError, ValueError):
+        return a == b
+
+
+def changed_after_fit(estimator, names, *, tuning, tuned):
+    """Validate the predict-time parameters ``names`` and say which changed since fit.
+
+    A meta-estimator's ``predict`` applies its parameters as they are now, as
+    :class:`~skunetseg.UNetSegmenter` does, except those that ``fit`` tuned:
+
+    * ``names`` (and the boolean ``tuning``) are validated as they are now;
+    * ``tuning`` changed after fit raises a ValueError (tuning happens in fit);
+    * with ``tuning`` on, a changed parameter of ``tuned`` is not applied, and
+      a warning says that the tuned value wins.
+
+    Returns the names that changed since fit (none for an estimator fitted
+    before fit recorded them).
+    """
+    check_params_now(estimator, (*names, tuning))
+    at_fit = estimator.__dict__.get("_params_at_fit") or {}
+    changed = [name for name in (*names, tuning)
+               if name in at_fit and not _same(at_fit[name], getattr(estimator, name))]
+    name = type(estimator).__name__
+    if tuning in changed:
+        raise ValueError(
+            f"The parameter {tuning!r} changed from {at_fit[tuning]!r} to "
+            f"{getattr(estimator, tuning)!r} after fit; it acts in fit. Refit the {name}, or "
+            f"set {tuning}={at_fit[tuning]!r} back.")
+    ignored = [param for param in changed if getattr(estimator, tuning) and param in tuned]
+    if ignored:
+        warnings.warn(
+            f"{name}: {', '.join(f'{param}={getattr(estimator, param)!r}' for param in ignored)} "
+            f"set after fit is not applied: {tuning}=True, and the values tuned in fit win. "
+            f"Set {tuning}=False and refit to choose them yourself.", UserWarning, stacklevel=4)
+    return changed
 
 
 def row_chunks(n, step):

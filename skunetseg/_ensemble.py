@@ -5,6 +5,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.base import BaseEstimator, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval
+from sklearn.utils.validation import check_is_fitted
 
 from ._base import (
     DEFAULT_CHUNK,
@@ -12,8 +13,10 @@ from ._base import (
     as_mask_rows,
     as_rows,
     binarizes_masks,
+    changed_after_fit,
     pair_dice,
     read_truth,
+    record_fit_params,
     take_rows,
 )
 from ._crossfit import (
@@ -32,6 +35,9 @@ from ._segmenter import UNetSegmenter
 from .postprocess import PostProcessing, tune_postprocessing
 
 __all__ = ["FoldEnsemble"]
+
+#: The parameters ``predict`` applies as they are now (``set_params`` after fit).
+_POSTPROCESSING_PARAMS = ("threshold", "min_area", "min_component_area")
 
 
 def _fit_fold(train, test, fold, *, estimator, X, y, verbose):
@@ -108,7 +114,11 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
     threshold : None, float or sequence of float, default=None
         Per-class probability threshold applied after averaging; None takes the
         estimator's, or the tuned one with ``tune_postprocessing=True``. A value
-        given here is never replaced by tuning (the rest is tuned around it).
+        given here before fit is never replaced by tuning (the rest is tuned
+        around it); a value set after a tuned fit warns that the tuned one wins.
+        Like ``min_area`` and ``min_component_area``, it is validated and applied
+        as it is at predict time, so ``set_params`` after an untuned fit takes
+        effect without a refit.
     min_area : None, float or sequence of float, default=None
         Per-class minimum mask area (pixels, or a share of the image when in
         (0, 1)); smaller masks are erased. None takes the estimator's, or the
@@ -283,6 +293,7 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
         if isinstance(truth, list) and not isinstance(held_proba, list):
             held_proba = list(held_proba)
         self._set_postprocessing(held_proba, truth)
+        record_fit_params(self, (*_POSTPROCESSING_PARAMS, "tune_postprocessing"))
         pair_scores = pair_dice(truth, self.postprocessing_.apply(held_proba)).mean(axis=-1)
         self.oof_score_ = float(pair_scores.mean())
         position = np.searchsorted(held_rows, np.arange(len(X)))
@@ -296,13 +307,7 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
         """Set ``postprocessing_`` and its ``thresholds_``, ``min_areas_`` and
         ``min_component_areas_`` (tuned if asked)."""
         encoding = self.encoding_
-        # the fold models' own post-processing, unless this ensemble sets its own
-        fold = self.estimators_[0].postprocessing_
-        threshold, min_area, min_component_area = (
-            fold_value if own is None else own for own, fold_value in zip(
-                (self.threshold, self.min_area, self.min_component_area),
-                (0.5 if fold.threshold is None else fold.threshold, fold.min_area,
-                 fold.min_component_area), strict=True))
+        threshold, min_area, min_component_area = self._own_or_fold_postprocessing()
         if self.tune_postprocessing:
             # a value given to the ensemble is kept: only the others are searched
             search = tune_postprocessing(
@@ -315,6 +320,21 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
             if search.thresholds is not None and (
                     self.threshold is None or np.ndim(self.threshold) == 0):
                 threshold = search.thresholds
+        self._store_postprocessing(threshold, min_area, min_component_area)
+
+    def _own_or_fold_postprocessing(self):
+        """``(threshold, min_area, min_component_area)``: this ensemble's parameters, each
+        None taking the fold models' own post-processing."""
+        fold = self.estimators_[0].postprocessing_
+        return tuple(
+            fold_value if own is None else own for own, fold_value in zip(
+                (self.threshold, self.min_area, self.min_component_area),
+                (0.5 if fold.threshold is None else fold.threshold, fold.min_area,
+                 fold.min_component_area), strict=True))
+
+    def _store_postprocessing(self, threshold, min_area, min_component_area):
+        """Set ``postprocessing_``, ``thresholds_``, ``min_areas_`` and ``min_component_areas_``."""
+        encoding = self.encoding_
         self.postprocessing_ = PostProcessing.from_params(
             encoding.n_outputs, threshold=threshold, min_area=min_area,
             min_component_area=min_component_area, activation=encoding.activation)
@@ -326,6 +346,27 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
 
     # ------------------------------------------------------------- predict
     # predict_proba, predict and score: the chunked engine of SegmenterMixin (_base.py)
+    def _prediction_source(self, X):
+        self._apply_predict_params()
+        return super()._prediction_source(X)
+
+    def _apply_predict_params(self):
+        """Validate the post-processing parameters as they are now and apply them
+        (``set_params`` after fit), except the ``threshold`` and ``min_area`` that
+        ``tune_postprocessing`` chose, which win (with a warning)."""
+        check_is_fitted(self)
+        changed_after_fit(self, _POSTPROCESSING_PARAMS, tuning="tune_postprocessing",
+                                    tuned=("threshold", "min_area"))
+        threshold, min_area, min_component_area = self._own_or_fold_postprocessing()
+        PostProcessing.from_params(  # validates them against the classes, applied or not
+            self.encoding_.n_outputs, threshold=threshold, min_area=min_area,
+            min_component_area=min_component_area, activation=self.encoding_.activation)
+        if self.tune_postprocessing:
+            min_area = self.min_areas_
+            if self.thresholds_ is not None:
+                threshold = self.thresholds_
+        self._store_postprocessing(threshold, min_area, min_component_area)
+
     def _chunk_size(self):
         inner = getattr(self.estimators_[0], "_chunk_size", None)
         return inner() if callable(inner) else DEFAULT_CHUNK

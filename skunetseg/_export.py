@@ -25,6 +25,7 @@ import tempfile
 import numpy as np
 from sklearn.utils.validation import check_is_fitted
 
+from . import _atomic
 from ._images import SIZE_MULTIPLE
 
 __all__ = ["EXPORT_FORMATS", "ExportMixin", "export_estimator"]
@@ -162,8 +163,10 @@ def export_estimator(estimator, path, *, format="tf_saved_model", input_dtype=No
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike; got {type(path).__name__}.")
     path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path!r} exists; pass overwrite=True to replace it.")
+    if os.path.lexists(path):
+        if not overwrite:
+            raise FileExistsError(f"{path!r} exists; pass overwrite=True to replace it.")
+        _check_replaceable(path, format)
     members = _segmenters(estimator)
     divisor = _divisor(_input_dtype(estimator, members, input_dtype))
     if format == "onnx":
@@ -181,12 +184,29 @@ def export_estimator(estimator, path, *, format="tf_saved_model", input_dtype=No
     try:
         target = os.path.join(staging, "export")
         model.export(target, format=format, input_signature=signature, verbose=verbose)
-        if os.path.exists(path):
-            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-        os.replace(target, path)
+        if format == "tf_saved_model":  # swapped as save swaps: the old one kept until then
+            _atomic.replace_folder(target, path, overwrite=overwrite,
+                                   check=lambda old: _check_replaceable(old, format))
+        else:  # one file: one rename replaces it
+            _atomic.publish(target, path, overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _check_replaceable(path, format):
+    """Raise FileExistsError unless ``path`` holds an export of ``format`` that
+    ``overwrite=True`` may replace: a SavedModel folder, or an ``.onnx`` file."""
+    if format == "tf_saved_model":
+        fine = (os.path.isdir(path) and not os.path.islink(path)
+                and os.path.isfile(os.path.join(path, "saved_model.pb")))
+        what = "a TensorFlow SavedModel folder (with saved_model.pb)"
+    else:
+        fine = os.path.isfile(path) and not os.path.islink(path)
+        what = "a file"
+    if not fine:
+        raise FileExistsError(f"{path!r} is not {what}; overwrite=True replaces only an earlier "
+                              "export of this format. Remove it yourself or choose another path.")
 
 
 def _check_onnx_converter():

@@ -25,9 +25,11 @@ from ._base import (
     as_mask_rows,
     as_rows,
     binarizes_masks,
+    changed_after_fit,
     pair_dice,
     presence,
     read_truth,
+    record_fit_params,
     row_chunks,
     take_rows,
 )
@@ -46,6 +48,9 @@ from ._targets import fit_target_encoding
 from .io import binarize_mask, read_mask
 
 __all__ = ["FalsePositiveFilter", "probability_features", "FEATURE_NAMES"]
+
+#: The parameters ``predict`` validates as they are now (``set_params`` after fit).
+_PRESENCE_PARAMS = ("presence_threshold", "max_blanked", "tune_threshold")
 
 #: What ``classifier="auto"`` picks (see docs/false_positives.md for the measurement).
 _AUTO_KIND = "image"
@@ -282,7 +287,9 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
         Presence probability at or below which a class's mask is blanked, for
         all classes or per class (the classes of ``classes_``, without the
         background of multiclass targets). Not the pixel threshold of the
-        segmenter. Ignored when ``tune_threshold``.
+        segmenter. Ignored when ``tune_threshold`` (a value set after such a fit
+        warns that the tuned thresholds win); otherwise validated and applied as
+        it is at predict time, so ``set_params`` after fit takes effect.
     tune_threshold : bool, default=False
         Choose each class's presence threshold to maximise the Kaggle Dice of
         the held-out predictions (see Notes).
@@ -517,6 +524,7 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
                 for k in range(held_presence.shape[1])
             ])
         self.presence_thresholds_ = threshold
+        record_fit_params(self, _PRESENCE_PARAMS)
         after = self.postprocessing_.apply(self._filter(held_proba, held_presence))
         self._set_diagnostics(truth_present[:, columns], shown_before[:, columns],
                               presence(after)[:, columns])
@@ -669,6 +677,21 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
         return filtered.astype(np.float32, copy=False)
 
     # predict_proba, predict and score: the chunked engine of SegmenterMixin (_base.py)
+    def _prediction_source(self, X):
+        self._apply_predict_params()
+        return super()._prediction_source(X)
+
+    def _apply_predict_params(self):
+        """Validate ``presence_threshold`` (and ``tune_threshold``, ``max_blanked``) as
+        they are now and apply it (``set_params`` after fit), except over thresholds
+        that ``tune_threshold`` chose, which win (with a warning)."""
+        check_is_fitted(self)
+        changed_after_fit(self, ("presence_threshold", "max_blanked"), tuning="tune_threshold",
+                          tuned=("presence_threshold", "max_blanked"))
+        threshold = self._check_threshold(len(self.presence_thresholds_))
+        if not self.tune_threshold:
+            self.presence_thresholds_ = threshold
+
     def _chunk_size(self):
         inner = getattr(self.segmenter_, "_chunk_size", None)
         return inner() if callable(inner) else DEFAULT_CHUNK

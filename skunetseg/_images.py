@@ -11,6 +11,7 @@ from .io import (
     _describe,
     _resize,
     check_image_files,
+    header_size,
     is_path_sequence,
     read_image,
     read_images,
@@ -244,6 +245,8 @@ class PathImages:
         self.size = None if size is None else tuple(size)
         first = read_image(self.paths[0])
         self.reference = (self.paths[0], first.shape, first.dtype)
+        if self.size is None:
+            self._check_sizes()
         # the dtype's range for 8/16-bit files, else (float TIFFs) the first file's
         self.dtype = first.dtype.name
         self.value_range = value_range(first, first.dtype)
@@ -269,6 +272,18 @@ class PathImages:
     @property
     def image_size(self):
         return self.size or self.own_size
+
+    def _check_sizes(self):
+        """Without ``size``, every file must have the first one's size: read from the
+        headers (PNG, JPEG, BMP; other files are decoded), before any network is built."""
+        expected = self.reference[1][:2]
+        for path in self.paths[1:]:
+            size = header_size(path)
+            if size is None:
+                size = read_image(path).shape[:2]
+            if tuple(size) != tuple(expected):
+                self._check_like_first(path, np.empty((*size, *self.reference[1][2:]),
+                                                      self.reference[2]))
 
     def _check_like_first(self, path, image):
         first_path, shape, dtype = self.reference

@@ -21,6 +21,7 @@ import numpy as np
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 
+from ._base import check_params_now
 from ._images import pad_to_multiple
 from ._persistence import PARAMS_FILE, SaveMixin
 
@@ -137,13 +138,7 @@ class KerasModelMixin(SaveMixin):
 
     def _check_predict_params(self, names):
         """Validate the parameters that prediction uses (set_params after fit skips fit's check)."""
-        from sklearn.utils._param_validation import validate_parameter_constraints
-
-        validate_parameter_constraints(
-            {name: self._parameter_constraints[name] for name in names},
-            {name: getattr(self, name) for name in names},
-            caller_name=type(self).__name__,
-        )
+        check_params_now(self, names)
 
     @property
     def model_(self):

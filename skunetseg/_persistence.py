@@ -60,7 +60,7 @@ from .augment import Augmenter, PipelineAugmenter
 from .postprocess import PostProcessing
 from .tta import Dihedral, Shift
 
-__all__ = ["SaveMixin", "save_model", "load", "FORMAT_VERSION"]
+__all__ = ["SaveMixin", "save_model", "load", "FORMAT_VERSION", "InconsistentVersionWarning"]
 
 #: Version 2: any estimator tree; version 1 (a UNetSegmenter only) is still read.
 FORMAT_VERSION = 2
@@ -99,11 +99,56 @@ _SAVEABLE = (
 )
 
 
+class InconsistentVersionWarning(UserWarning):
+    """An estimator was pickled under other versions of skunetseg, scikit-learn or Keras.
+
+    As scikit-learn's warning of the same name: unpickling under other versions
+    may break or give other results. Attributes ``estimator_name``,
+    ``original_versions`` and ``current_versions`` (dicts ``{package: version}``;
+    None when the pickle recorded none) say which.
+    """
+
+    def __init__(self, *, estimator_name, original_versions, current_versions):
+        self.estimator_name = estimator_name
+        self.original_versions = original_versions
+        self.current_versions = current_versions
+
+    def __str__(self):
+        if self.original_versions is None:
+            then = "a skunetseg that recorded no versions (before 0.1.0)"
+        else:
+            then = ", ".join(f"{name} {version}"
+                             for name, version in self.original_versions.items())
+        now = ", ".join(f"{name} {version}" for name, version in self.current_versions.items())
+        return (f"Trying to unpickle a {self.estimator_name} pickled under {then}, with {now}. "
+                "This might lead to breaking code or invalid results; use at your own risk. "
+                "Refit it, or save it with model.save and load it with skunetseg.load, which "
+                "read a documented format.")
+
+
+def current_versions():
+    """``{package: version}`` of skunetseg, scikit-learn and Keras (Keras is not imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    import sklearn
+
+    from . import __version__
+
+    try:
+        keras_version = version("keras")
+    except PackageNotFoundError:  # pragma: no cover
+        keras_version = None
+    return {"skunetseg": __version__, "scikit-learn": sklearn.__version__,
+            "keras": keras_version}
+
+
 class SaveMixin:
-    """The ``save`` method of every skunetseg estimator.
+    """The ``save`` method of every skunetseg estimator, and the versions its pickles record.
 
     Subclasses defined in skunetseg are registered by class name as estimators
-    that :func:`load` may build.
+    that :func:`load` may build. Pickling records the versions of skunetseg,
+    scikit-learn and Keras; unpickling under other ones warns with
+    :class:`InconsistentVersionWarning`, as scikit-learn's estimators do.
     """
 
     #: Parameters that are not saved, with the value a loaded estimator gets instead.
@@ -115,6 +160,22 @@ class SaveMixin:
         super().__init_subclass__(**kwargs)
         if issubclass(cls, BaseEstimator) and cls.__module__.split(".")[0] == "skunetseg":
             _ESTIMATORS[cls.__name__] = cls
+
+    def __getstate__(self):
+        # a copy: BaseEstimator.__getstate__ may return the live __dict__ itself
+        state = dict(super().__getstate__())
+        state["_skunetseg_versions"] = current_versions()
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        original = state.pop("_skunetseg_versions", None)
+        current = current_versions()
+        if original != current:
+            warnings.warn(InconsistentVersionWarning(
+                estimator_name=type(self).__name__, original_versions=original,
+                current_versions=current), stacklevel=2)
+        super().__setstate__(state)
 
     def _saved_networks(self):
         """``{name: keras.Model}`` of the trained networks this estimator holds itself."""
@@ -352,8 +413,10 @@ def save_model(estimator, path, *, overwrite=False):
 
     check_is_fitted(estimator)
     path = os.fspath(path)
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{path!r} exists; pass overwrite=True to replace it.")
+    if os.path.lexists(path):
+        if not overwrite:
+            raise FileExistsError(f"{path!r} exists; pass overwrite=True to replace it.")
+        check_replaceable(path)
     encoder = _Encoder()
     root = encoder.encode(estimator, type(estimator).__name__)
     if not isinstance(root, dict) or root.get(_TYPE) not in _ESTIMATORS:
@@ -368,9 +431,44 @@ def save_model(estimator, path, *, overwrite=False):
             np.savez(os.path.join(staging, _ARRAYS_FILE), **encoder.arrays)
         with open(os.path.join(staging, PARAMS_FILE), "w", encoding="utf-8") as file:
             json.dump(document, file, indent=1, allow_nan=False)
-        _atomic.replace_folder(staging, path)
+        _atomic.replace_folder(staging, path, overwrite=overwrite, check=check_replaceable)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone already once moved into place
+
+
+#: The files of a saved model folder besides its Keras archives (``*.keras``): the JSON,
+#: the arrays and the training history that ``skunetseg fit`` writes beside them.
+MODEL_FOLDER_FILES = (PARAMS_FILE, _ARRAYS_FILE, "history.csv", "history.png")
+
+
+def check_replaceable(path):
+    """Raise FileExistsError unless ``path`` is absent or a saved skunetseg model folder.
+
+    ``overwrite=True`` replaces a model, never a folder of the user's: the
+    folder must hold ``skunetseg.json`` and nothing but the files a save (and
+    ``skunetseg fit``) writes, :data:`MODEL_FOLDER_FILES` and ``*.keras``
+    archives, all plain files.
+    """
+    path = os.fspath(path)
+    if not os.path.lexists(path):
+        return
+    refuse = ("overwrite=True replaces only a folder written by save; remove it yourself "
+              "or choose another path.")
+    if os.path.islink(path) or not os.path.isdir(path):
+        kind = "a symbolic link" if os.path.islink(path) else "a file"
+        raise FileExistsError(f"{path!r} is {kind}, not a saved skunetseg model; {refuse}")
+    names = os.listdir(path)
+    if PARAMS_FILE not in names:
+        raise FileExistsError(f"{path!r} is not a saved skunetseg model (it holds no "
+                              f"{PARAMS_FILE}); {refuse}")
+    others = sorted(name for name in names
+                    if not (name in MODEL_FOLDER_FILES or name.endswith(".keras"))
+                    or os.path.islink(os.path.join(path, name))
+                    or not os.path.isfile(os.path.join(path, name)))
+    if others:
+        listed = ", ".join(map(repr, others[:3])) + (", ..." if len(others) > 3 else "")
+        raise FileExistsError(f"{path!r} holds other files than a saved skunetseg model's "
+                              f"({listed}); {refuse}")
 
 
 # --------------------------------------------------------------------------- loading
@@ -379,16 +477,49 @@ def _damaged(path, what):
                       "again (or restore the folder from a backup).")
 
 
+#: The names the saved files may have: plain names, no folders (archives are ``*.keras``).
+_ARCHIVE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.]*\.keras")
+
+
+def _member(path, name, what="file"):
+    """The file ``name`` of the saved folder ``path``, refused unless it lies inside it.
+
+    ``name`` must be a plain file name (no folder part, not absolute) and, when
+    it is a symbolic link, the link must resolve inside the folder: a saved
+    folder never makes :func:`load` open a file elsewhere.
+    """
+    file = os.path.join(path, name)
+    if os.path.islink(file):
+        folder = os.path.realpath(path)
+        target = os.path.realpath(file)
+        if os.path.commonpath([folder, target]) != folder:
+            raise _damaged(path, f"{file!r} is a symbolic link leading out of the folder "
+                           f"(to {target!r}); load opens only files inside it")
+    return file
+
+
+def _archive(path, name):
+    """The Keras archive a ``networks`` entry names, refused unless inside the folder."""
+    if not isinstance(name, str) or not _ARCHIVE_NAME.fullmatch(name):
+        raise _damaged(path, f"{os.path.join(path, PARAMS_FILE)!r} names the network archive "
+                       f"{_short_repr(name, 300)}, which is not a file inside the folder (a plain "
+                       "name ending in .keras); load opens only files inside it")
+    return _member(path, name)
+
+
 def _read_document(path):
-    params_file = os.path.join(path, PARAMS_FILE)
+    params_file = _member(path, PARAMS_FILE)
     if not os.path.isfile(params_file):
         raise FileNotFoundError(f"{path!r} is not a saved skunetseg model: {PARAMS_FILE} "
                                 "is missing.")
     try:
         with open(params_file, encoding="utf-8") as file:
             document = json.load(file)
-    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
-        raise _damaged(path, f"{params_file!r} is not valid JSON (truncated or edited?): "
+    except (ValueError, UnicodeDecodeError, RecursionError) as error:
+        # JSONDecodeError is a ValueError; a document nested too deep, a RecursionError
+        why = ("nested too deep" if isinstance(error, RecursionError)
+               else "truncated or edited?")
+        raise _damaged(path, f"{params_file!r} is not valid JSON ({why}): "
                        f"{error}") from None
     if not isinstance(document, dict):
         raise _damaged(path, f"{params_file!r} does not hold a JSON object")
@@ -435,7 +566,7 @@ class _Decoder:
 
     def arrays(self):
         if self._arrays is None:
-            file = os.path.join(self.path, _ARRAYS_FILE)
+            file = _member(self.path, _ARRAYS_FILE)
             if not os.path.isfile(file):
                 raise FileNotFoundError(f"{self.path!r} is not a complete saved skunetseg "
                                         f"model: {_ARRAYS_FILE} is missing.")
@@ -448,6 +579,19 @@ class _Decoder:
         return self._arrays
 
     def decode(self, value, path):
+        """The value the entry ``value`` at ``path`` stands for; an entry that does not
+        build raises :class:`_Garbled` naming its path."""
+        try:
+            return self._decode(value, path)
+        except (_Garbled, FileNotFoundError, RecursionError):
+            raise
+        except Exception as error:  # noqa: BLE001 - whatever a garbled entry makes code raise
+            if isinstance(error, ValueError) and str(error).startswith(repr(self.path)):
+                raise  # already names the folder and the file (an archive, arrays.npz)
+            raise _Garbled(f"{path} does not build ({type(error).__name__}: "
+                           f"{_short_repr(str(error), 120)})") from None
+
+    def _decode(self, value, path):
         if isinstance(value, list):
             return [self.decode(item, f"{path}[{index}]") for index, item in enumerate(value)]
         if not isinstance(value, dict):
@@ -465,8 +609,10 @@ class _Decoder:
         if kind == "ndarray":
             if "npz" in value:
                 return self.arrays()[value["npz"]]
-            return np.asarray(value["data"], dtype=np.dtype(value["dtype"])).reshape(
-                value["shape"])
+            dtype = np.dtype(value["dtype"])
+            if dtype.hasobject:
+                raise _Garbled(f"{path} is an array of dtype {dtype}, which save never writes")
+            return np.asarray(value["data"], dtype=dtype).reshape(value["shape"])
         if kind == "dict":
             keys = [self.decode(key, path) for key, _ in value["items"]]
             return {key: self.decode(item, f"{path}[{key!r}]")
@@ -480,6 +626,7 @@ class _Decoder:
         if kind == "keras_loss":
             from ._backend import keras
 
+            _check_loss_config(value["config"], path)
             return keras.losses.deserialize(value["config"])
         if kind == "albumentations":
             import albumentations
@@ -506,7 +653,7 @@ class _Decoder:
                                    for key, item in node["fitted"].items()})
         networks = node.get("networks") or {}
         if networks:
-            loaded = {key: _load_network(self.path, os.path.join(self.path, file))
+            loaded = {key: _load_network(self.path, _archive(self.path, file))
                       for key, file in networks.items()}
             disagreement = estimator._restore_networks(loaded)
             if disagreement is not None:
@@ -560,18 +707,75 @@ def load(path):
                       f"to {path!r}.", UserWarning, stacklevel=2)
         path = backup
     document = _read_document(path)
-    if document["format_version"] == 1:
-        document = _version_1_document(document)
     decoder = _Decoder(path)
     try:
+        if document["format_version"] == 1:
+            document = _version_1_document(document)
         if document.get(_TYPE) not in _ESTIMATORS:
             raise _Garbled(f"the root names {document.get(_TYPE)!r}, not a skunetseg estimator")
         return decoder.decode(document, document[_TYPE])
-    except (_Garbled, KeyError, TypeError, ValueError, IndexError, AttributeError) as error:
+    except FileNotFoundError:
+        raise  # a missing archive or arrays.npz: the message names it
+    except Exception as error:  # noqa: BLE001 - whatever a hostile JSON makes a constructor raise
         if isinstance(error, ValueError) and str(error).startswith(repr(path)):
             raise  # already names the folder and the file (a damaged archive, arrays.npz)
+        if isinstance(error, RecursionError):
+            error = _Garbled("the document is nested too deep")
+        detail = error if isinstance(error, _Garbled) else f"{type(error).__name__}: {error}"
         raise _damaged(path, f"{os.path.join(path, PARAMS_FILE)!r} lacks or garbles an entry "
-                       f"({type(error).__name__}: {error})") from None
+                       f"({_short_repr(str(detail), 300)})") from None
+
+
+def _keras_loss_names():
+    """``(functions, classes)``: the names of Keras' built-in loss functions and classes."""
+    from ._backend import keras
+
+    functions, classes = set(), set()
+    for name, value in vars(keras.losses).items():
+        if inspect.isclass(value) and issubclass(value, keras.losses.Loss):
+            classes.add(name)
+        elif inspect.isfunction(value) and name not in ("deserialize", "get", "serialize"):
+            functions.add(name)
+    return functions, classes
+
+
+def _check_loss_config(config, path):
+    """Refuse a saved Keras loss that is not one of Keras' built-in losses or skunetseg's.
+
+    Every serialized object in ``config`` (a combined loss holds others) must
+    name a loss class of ``keras.losses`` or ``skunetseg.losses``, or a
+    built-in Keras loss function; lambdas and anything from another module are
+    refused before Keras sees them.
+    """
+    from . import losses
+
+    functions, classes = _keras_loss_names()
+    ours = {name for name in losses.__all__ if inspect.isclass(getattr(losses, name))}
+
+    def allowed(entry):
+        if isinstance(entry, str):
+            return entry in functions
+        if not isinstance(entry, dict):
+            return False
+        module, name = entry.get("module"), entry.get("class_name")
+        if name == "function":
+            return module in ("builtins", "keras.losses") and entry.get("config") in functions
+        if module == "skunetseg.losses":
+            return name in ours and entry.get("registered_name") == f"skunetseg>{name}"
+        return module == "keras.losses" and name in classes and not entry.get("registered_name")
+
+    def walk(entry):
+        if isinstance(entry, list):
+            return all(walk(item) for item in entry)
+        if not isinstance(entry, dict):
+            return True
+        if "class_name" in entry and not allowed(entry):
+            return False
+        return all(walk(item) for item in entry.values())
+
+    if not allowed(config) or not walk(config):
+        raise _Garbled(f"{path} is not one of Keras' built-in losses or skunetseg.losses, and "
+                       f"load builds no other code: {_short_repr(config, 120)}")
 
 
 def _version_1_document(document):

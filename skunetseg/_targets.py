@@ -136,18 +136,31 @@ def _check_label_like(y, values, counts, name, row_names):
     """Raise when ``y``'s values look like the gray levels of an image, not labels.
 
     The signature of a black-and-white mask saved as JPEG (compression noise)
-    or drawn anti-aliased (gray edges): two far-apart values hold most pixels
-    and other values sit close to them. Label maps (small consecutive labels,
-    or a few distinct values) never match: their labels are either close
-    together or far from each other.
+    or drawn anti-aliased (gray edges): pixels cluster near two far-apart
+    levels (the most frequent value of the lower and of the upper half of the
+    values), with other values close to those levels. Either the two levels
+    hold 80 % of the pixels, or the two clusters (values within an eighth of
+    the levels' distance) hold 95 %: JPEG ringing around thin objects (cracks,
+    vessels, membranes) spreads the pixels over many values near 0 and 255, so
+    that the two most frequent values may hold as little as 60 %. Label maps
+    (small consecutive labels, or a few distinct values) never match: their
+    labels are either close together or far from each other.
     """
-    top = np.argsort(counts)[::-1][:2]
-    low, high = sorted(values[top].tolist())
-    share = counts[top].sum() / counts.sum()
-    others = np.setdiff1d(values, (low, high)).astype(np.float64)  # no unsigned wrap-around
+    middle = (float(values.min()) + float(values.max())) / 2
+    lower, upper = values <= middle, values > middle
+    if not upper.any():
+        return
+    low = values[lower][np.argmax(counts[lower])]
+    high = values[upper][np.argmax(counts[upper])]
+    low, high = float(low), float(high)
+    share = (counts[values == low].sum() + counts[values == high].sum()) / counts.sum()
+    floats = values.astype(np.float64)  # no unsigned wrap-around
+    others = np.setdiff1d(floats, (low, high))
     near = (high - low) / 8
+    in_clusters = (np.abs(floats - low) <= near) | (np.abs(floats - high) <= near)
+    clustered = counts[in_clusters].sum() / counts.sum()
     close = others[(np.abs(others - low) <= near) | (np.abs(others - high) <= near)]
-    if share < 0.8 or high - low < 32 or close.size == 0:
+    if high - low < 32 or close.size == 0 or (share < 0.8 and clustered < 0.95):
         return
     flat = y.reshape(len(y), -1)
     rows = np.flatnonzero(~np.isin(flat, (low, high)).all(axis=1))
@@ -161,8 +174,9 @@ def _check_label_like(y, values, counts, name, row_names):
         where = f"in {len(rows)} of the {len(y)} masks (rows {shown})"
     raise ValueError(
         f"{name} looks like gray-level images rather than label maps: {len(values)} distinct "
-        f"values, mostly {low:g} and {high:g} ({share:.1%} of the pixels), with "
-        f"{len(others)} other values, some close to them ({close[:8].tolist()}), {where}. "
+        f"values, {clustered:.1%} of the pixels near {low:g} or {high:g} ({share:.1%} "
+        f"exactly), with {len(others)} other values, some close to them "
+        f"({close[:8].tolist()}), {where}. "
         "That is what masks saved as JPEG (compression noise) or drawn anti-aliased (gray "
         f"edges) look like; they would train as a {len(values)}-class problem. "
         + _BINARIZE_ADVICE

@@ -3,18 +3,25 @@
 Run ``skunetseg --help`` (or ``python -m skunetseg --help``) and
 ``skunetseg <command> --help``. Exit codes: 0 success, 1 an error (one line
 ``skunetseg: error: ...`` on stderr; ``--debug`` shows the traceback), 2 a usage
-error (bad or missing arguments), 130 interrupted (Ctrl-C).
+error (bad or missing arguments), 130 interrupted (Ctrl-C). Ctrl-C during
+``fit`` stops training and saves nothing: ``MODEL_DIR`` is left as it was.
+Warnings are one line each, ``skunetseg: warning: ...``.
 
 TensorFlow's C++ start-up lines (a failed ``cuInit`` on a machine without a
 GPU, oneDNN notices) are kept out of the console unless ``--debug`` is given.
 """
 
 import argparse
+import contextlib
 import csv
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
+
+from . import _atomic
 
 __all__ = ["main"]
 
@@ -193,10 +200,60 @@ def _say(text, quiet=False):
         print(text, flush=True)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """Print a warning as one line, without the source line Python shows."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    print(f"skunetseg: warning: {text}", file=sys.stderr if file is None else file, flush=True)
+
+
 # --------------------------------------------------------------------- fit
 def _check_new_path(path, overwrite, what):
     if os.path.exists(path) and not overwrite:
         raise CommandError(f"{what} {path!r} exists; pass --overwrite to replace it.")
+
+
+#: Set by Ctrl-C during ``fit``: training stops and nothing is saved.
+_interrupted = threading.Event()
+
+
+def _on_interrupt(signum, frame):
+    _interrupted.set()
+    signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _catching_ctrl_c():
+    """Record Ctrl-C in :data:`_interrupted` (in the main thread; elsewhere it is not ours)."""
+    _interrupted.clear()
+    try:
+        previous = signal.signal(signal.SIGINT, _on_interrupt)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
+
+
+def _stop_when_interrupted(model):
+    """Give every network ``model`` trains a callback ending its training after Ctrl-C.
+
+    The estimators keep the weights of a training interrupted after its first
+    epoch and go on (the next fold of an ensemble); this callback makes each
+    later training stop at its first batch, so that the command ends soon.
+    """
+    from ._backend import keras
+
+    class StopWhenInterrupted(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if _interrupted.is_set():
+                self.model.stop_training = True
+
+    params = model.get_params(deep=True)
+    model.set_params(**{name: [*(value or []), StopWhenInterrupted()]
+                        for name, value in params.items()
+                        if name == "callbacks" or name.endswith("__callbacks")})
 
 
 def _make_model(args):
@@ -254,7 +311,7 @@ def _write_history(model, folder):
         rows.extend(row if fold is None else {"fold": fold, **row} for row in history)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     path = os.path.join(folder, _HISTORY_FILE)
-    with open(path, "x", newline="") as file:
+    with _atomic.open_for_writing(path, newline="") as file:
         writer = csv.DictWriter(file, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
@@ -271,7 +328,7 @@ def _plot_history(model, folder):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plotting import plot_history
+    from .plotting import plot_history, save_figure
 
     histories = _histories(model)
     figure, axes = plt.subplots(len(histories), 3, figsize=(15, 4 * len(histories)),
@@ -281,21 +338,30 @@ def _plot_history(model, folder):
         if fold is not None:
             row[0].set_ylabel(f"fold {fold}")
     path = os.path.join(folder, _HISTORY_PLOT)
-    figure.savefig(path, bbox_inches="tight")
+    save_figure(figure, path, bbox_inches="tight")
     plt.close(figure)
     return path
 
 
 def _fit(args):
+    from ._persistence import check_replaceable
     from .io import load_image_folder
 
     _check_new_path(args.output, args.overwrite, "MODEL_DIR")
+    check_replaceable(args.output)  # --overwrite replaces a saved model only
     images, masks = load_image_folder(args.images_dir, args.masks_dir,
                                       mask_suffix=args.mask_suffix)
     model = _make_model(args)
+    _stop_when_interrupted(model)
     _say(f"Training {type(model).__name__} ({args.backbone}) on {len(images)} images"
          + (f", {args.folds} folds" if args.folds else ""), args.quiet)
-    model.fit(images, masks)
+    with _catching_ctrl_c(), warnings.catch_warnings():
+        # the estimator's "keeps the best weights" does not apply: nothing is saved
+        warnings.filterwarnings("ignore", message="Training interrupted after")
+        model.fit(images, masks)
+    if _interrupted.is_set():
+        raise KeyboardInterrupt(f"training stopped; no model was saved ({args.output!r} is "
+                                "as it was)")
     _set_everywhere(model, verbose=0)  # progress bars were for this command only
     model.save(args.output, overwrite=args.overwrite)
     _write_history(model, args.output)
@@ -390,7 +456,7 @@ def _predict(args):
     _say(f"Wrote {len(written)} mask file(s) to {args.out_dir!r}.", args.quiet)
     if args.rle is not None:
         header, rows = _rle_rows(model, [path.stem for path in images], written)
-        with open(args.rle, "w" if args.overwrite else "x", newline="") as file:
+        with _atomic.open_for_writing(args.rle, overwrite=args.overwrite, newline="") as file:
             writer = csv.writer(file, lineterminator="\n")
             writer.writerow(header)
             writer.writerows(rows)
@@ -480,10 +546,12 @@ def main(argv=None):
     except SystemExit as exit:  # --help, --version and usage errors
         return exit.code
     _quiet_tensorflow(args.debug)
+    shown, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         return _COMMANDS[args.command](args)
-    except KeyboardInterrupt:
-        print("skunetseg: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        detail = f": {interrupt}" if str(interrupt) else ""
+        print(f"skunetseg: interrupted{detail}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as error:  # one readable line, the traceback only with --debug
         if args.debug:
@@ -494,3 +562,5 @@ def main(argv=None):
         name = "" if isinstance(error, CommandError) else f"{type(error).__name__}: "
         print(f"skunetseg: error: {name}{message}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        warnings.showwarning = shown

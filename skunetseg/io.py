@@ -21,6 +21,7 @@ Errors about a file name the file.
 
 import os
 import re
+import struct
 from numbers import Integral
 from pathlib import Path
 
@@ -304,20 +305,58 @@ _SIGNATURES = (
 
 #: The last 12 bytes of a complete PNG file: its IEND chunk.
 _PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+#: The last 2 bytes of a complete JPEG file: its end-of-image marker.
+_JPEG_END = b"\xff\xd9"
 
 
 def _looks_complete(path):
-    """Whether ``path`` starts like an image file (and a PNG ends like one), from a few bytes."""
+    """Whether ``path`` starts like an image file (and a PNG or JPEG ends like one), from a
+    few bytes."""
     with open(path, "rb") as file:
         head = file.read(16)
         if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
             return True
         if not head.startswith(_SIGNATURES):
             return False
-        if head.startswith(b"\x89PNG"):
-            file.seek(max(0, os.fstat(file.fileno()).st_size - len(_PNG_END)))
-            return file.read() == _PNG_END
+        for start, end in ((b"\x89PNG", _PNG_END), (b"\xff\xd8\xff", _JPEG_END)):
+            if head.startswith(start):
+                file.seek(max(0, os.fstat(file.fileno()).st_size - len(end)))
+                return file.read() == end
     return True
+
+
+#: JPEG start-of-frame markers: they hold the image's height and width.
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def header_size(path):
+    """``(height, width)`` of a PNG, JPEG or BMP file from its header, without decoding it;
+    None for other formats or a header that cannot be parsed."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(26)
+            if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+                width, height = struct.unpack(">II", head[16:24])
+                return height, width
+            if head.startswith(b"BM") and len(head) >= 26:
+                width, height = struct.unpack("<ii", head[18:26])
+                return abs(height), width
+            if head.startswith(b"\xff\xd8"):
+                file.seek(2)
+                while True:
+                    marker = file.read(2)
+                    while marker[:1] == b"\xff" and marker[1:] == b"\xff":  # fill bytes
+                        marker = marker[1:] + file.read(1)
+                    if len(marker) < 2 or marker[0] != 0xFF:
+                        return None
+                    length = struct.unpack(">H", file.read(2))[0]
+                    if marker[1] in _JPEG_FRAMES:
+                        height, width = struct.unpack(">xHH", file.read(5))
+                        return height, width
+                    file.seek(length - 2, os.SEEK_CUR)
+    except (OSError, struct.error):
+        return None
+    return None
 
 
 def check_image_files(paths, *, name="X"):
@@ -346,10 +385,11 @@ def check_image_files(paths, *, name="X"):
     -----
     Each file's first bytes are compared with the signatures of the formats
     OpenCV decodes (PNG, JPEG, TIFF, BMP, WebP, GIF, PNM, JPEG 2000, EXR, HDR,
-    Sun raster), and a PNG's last bytes with its end chunk, which a truncated
-    PNG lacks. A file that does not pass is decoded in full, so a format
-    without a known signature is still accepted when OpenCV reads it. A JPEG
-    or TIFF damaged past its header is found only when it is read.
+    Sun raster), and a PNG's (JPEG's) last bytes with its end chunk (marker),
+    which a truncated file lacks. A file that does not pass is decoded in
+    full, so a format without a known signature (or a JPEG with bytes after
+    its end marker) is still accepted when OpenCV reads it. A TIFF, or a file
+    damaged inside but whole in length, is found only when it is read.
     """
     paths = check_paths(paths, name=name)
     bad = []

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from . import _atomic
 from ._images import check_images
 from .metrics import _check_pair, dice_per_pair
 
@@ -46,8 +47,16 @@ def _matplotlib():
 
 
 def _save(figure, path):
+    """Save ``figure`` to ``path`` (its format from the extension) through the atomic writer."""
     if path is not None:
-        figure.savefig(os.fspath(path))
+        save_figure(figure, path, overwrite=True)
+
+
+def save_figure(figure, path, *, overwrite=False, **kwargs):
+    """Write ``figure`` to the file ``path`` complete or not at all (see ``_atomic``)."""
+    extension = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
+    with _atomic.open_for_writing(path, "wb", overwrite=overwrite) as file:
+        figure.savefig(file, format=extension or None, **kwargs)
 
 
 def _history_and_best_epoch(estimator_or_history):

@@ -19,10 +19,10 @@ import io
 import math
 import numbers
 import os
-import stat
-import tempfile
 
 import numpy as np
+
+from . import _atomic
 
 __all__ = ["rle_encode", "rle_decode", "masks_from_csv", "masks_to_csv"]
 
@@ -424,31 +424,14 @@ def masks_to_csv(path_or_file, image_ids, masks, labels, *, overwrite=False):
     path = os.fspath(path_or_file)
     if os.path.isdir(path):
         raise IsADirectoryError(f"path_or_file must name a file; {path!r} is a folder.")
-    if overwrite and os.path.isfile(path):
-        _replace_file(path, rows)
-        return
+    # written aside and renamed into place: a full disk leaves no half-written file
     try:
-        file = open(path, "x", newline="", encoding="utf-8")
+        with _atomic.open_for_writing(path, overwrite=overwrite, newline="",
+                                      encoding="utf-8") as file:
+            _write_rows(file, rows)
     except FileExistsError:
         raise FileExistsError(f"{path!r} already exists; pass overwrite=True to replace "
                               "it.") from None
-    with file:
-        _write_rows(file, rows)
-
-
-def _replace_file(path, rows):
-    """Write ``rows`` aside, then put them in place of the file ``path`` in one step."""
-    folder = os.path.dirname(os.path.abspath(path))
-    descriptor, partial_path = tempfile.mkstemp(dir=folder, suffix=".part")
-    try:
-        with open(descriptor, "w", newline="", encoding="utf-8") as file:
-            _write_rows(file, rows)
-        os.chmod(partial_path, stat.S_IMODE(os.stat(path).st_mode))
-        os.replace(partial_path, path)
-    except BaseException:
-        if os.path.exists(partial_path):
-            os.remove(partial_path)
-        raise
 
 
 def _write_rows(file, rows):

@@ -212,7 +212,8 @@ def resolve_tta(tta, height, width):
           are used as given: include ``"identity"`` to predict on the image as
           it is, and repeat a transform to weigh it more.
     height, width : int
-        The size of the images, to check that every transform applies to them.
+        The size of the images, to check that every transform applies to them
+        (rotations need square images; a shift must be smaller than the image).
 
     Returns
     -------
@@ -245,6 +246,13 @@ def resolve_tta(tta, height, width):
             f"The 'tta' parameter must be None, one of {sorted(TTA_PRESETS)} or a non-empty "
             f"list of transforms; got {tta!r}."
         )
+    too_far = [transform for transform in transforms if isinstance(transform, Shift)
+               and (abs(transform.dy) >= height or abs(transform.dx) >= width)]
+    if too_far:
+        raise ValueError(
+            f"The 'tta' parameter holds {too_far[0]!r}, a shift at least as large as the "
+            f"images ({height}x{width}): it would move the whole content out of view. Shift "
+            "by fewer pixels than the image's height (dy) and width (dx).")
     if height != width:
         needs_square = [transform for transform in transforms if transform.requires_square]
         if needs_square:

@@ -262,3 +262,101 @@ def test_console_script_entry_point():
     module, function = scripts["skunetseg"].split(":")
     assert module == cli.__name__ and getattr(cli, function) is cli.main
     assert cli.main(["--version"]) == 0
+
+
+# ------------------------------------------------------- issue 23: nothing lost
+def test_fit_overwrite_never_replaces_a_folder_that_is_not_a_model(folder, tmp_path,
+                                                                   monkeypatch, capsys):
+    from skunetseg import cli
+
+    victim = tmp_path / "victim"
+    (victim / "data").mkdir(parents=True)
+    (victim / "notes.txt").write_text("my notes")
+    (victim / "data" / "labels.csv").write_text("id,label\n")
+    for output in (victim, "."):
+        monkeypatch.chdir(victim)
+        code = cli.main(["fit", str(folder / "images"), str(folder / "masks"), "-o",
+                         str(output), "--overwrite", *map(str, TINY)])
+        assert code == cli.EXIT_ERROR
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("skunetseg: error: ")
+        assert "not a saved skunetseg model" in lines[0] and str(output) in lines[0]
+        assert sorted(os.listdir(victim)) == ["data", "notes.txt"]
+        assert (victim / "data" / "labels.csv").exists()
+
+
+def test_predict_on_a_full_disk_leaves_no_partial_csv_and_one_error_line(
+        fitted, folder, tmp_path, monkeypatch, capsys):
+    """A disk that fills while the CSV is written: no sub.csv (not even a truncated one),
+    no temporary file, and one clean error line."""
+    import errno
+
+    from skunetseg import cli
+
+    model_dir, _ = fitted
+    real_writer = csv.writer
+
+    class FillingDisk:
+        def __init__(self, file, **kwargs):
+            self.file, self.writer = file, real_writer(file, **kwargs)
+
+        def writerow(self, row):
+            self.writer.writerow(row)
+
+        def writerows(self, rows):
+            for row in list(rows)[:2]:
+                self.writer.writerow(row)
+            self.file.flush()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cli.csv, "writer", FillingDisk)
+    csv_path = tmp_path / "sub.csv"
+    code = cli.main(["predict", str(model_dir), str(folder / "images"), str(tmp_path / "out"),
+                     "--rle", str(csv_path), "-q"])
+    assert code == cli.EXIT_ERROR
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["skunetseg: error: OSError: [Errno 28] No space left on device"]
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_held_back_start_up_lines_cut_short_still_end_their_line(capfd, monkeypatch):
+    """TensorFlow's captured stderr cut mid-line (a file-size limit) is written back with
+    its line ended, so the command's error line starts on its own."""
+    from skunetseg import _backend
+
+    monkeypatch.delenv("SKUNETSEG_TF_LOGS", raising=False)
+    monkeypatch.setattr(_backend, "_has_nvidia_driver", lambda: False)
+    with _backend._quiet_start():
+        os.write(2, b"W0000 00:00 a real problem\nE0000 00:00 cut sho")
+    sys.stderr.write("skunetseg: error: OSError: [Errno 27] File too large\n")
+    lines = capfd.readouterr().err.splitlines()
+    assert "skunetseg: error: OSError: [Errno 27] File too large" in lines
+
+
+def test_ctrl_c_during_fit_exits_130_and_saves_nothing(folder, tmp_path, monkeypatch, capfd):
+    """Ctrl-C in the second epoch: exit 130, no model folder, one line, no Python warning."""
+    import signal
+
+    import keras
+
+    from skunetseg import cli
+
+    class CtrlCInSecondEpoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    make_model = cli._make_model
+    monkeypatch.setattr(cli, "_make_model", lambda args: make_model(args).set_params(
+        callbacks=[CtrlCInSecondEpoch()]))
+    output = tmp_path / "model"
+    tiny = [str(value) for value in TINY if value != "-q"]
+    tiny[tiny.index("--epochs") + 1] = "3"
+    code = cli.main(["fit", str(folder / "images"), str(folder / "masks"), "-o", str(output),
+                     *tiny])
+    assert code == cli.EXIT_INTERRUPTED == 130
+    assert not output.exists() and os.listdir(tmp_path) == []
+    err = capfd.readouterr().err
+    assert "skunetseg: interrupted: training stopped; no model was saved" in err
+    assert "warn" not in err and ".py:" not in err, err
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

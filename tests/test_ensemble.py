@@ -237,3 +237,36 @@ def test_folds_train_in_parallel_processes(fitted_ensemble, binary_data):
     assert len(parallel.estimators_) == 2
     # the same folds and seeds as the sequential fit: the same fold models
     np.testing.assert_allclose(parallel.oof_proba_, fitted_ensemble.oof_proba_, atol=1e-5)
+
+
+# ------------------------------------------- parameters set after fit (issue 23)
+def test_postprocessing_set_after_fit_is_validated_and_applied():
+    X, y = probability_maps()
+    ensemble = FoldEnsemble(ProbabilityStub(), cv=3, random_state=0).fit(X, y)
+    X_new, _ = probability_maps(seed=1)
+    for bad in (dict(threshold=2.0), dict(min_area=-1), dict(threshold=[0.4, 0.6]),
+                dict(min_component_area=[1, 2])):
+        with pytest.raises(ValueError, match="threshold|min_area|min_component_area"):
+            FoldEnsemble(ProbabilityStub(), cv=3, random_state=0).fit(X, y).set_params(
+                **bad).predict(X_new)
+    proba = ensemble.predict_proba(X_new)
+    ensemble.set_params(threshold=0.8, min_area=3)
+    expected = postprocess(proba, threshold=0.8, min_area=3)[..., 0].astype(y.dtype)
+    np.testing.assert_array_equal(ensemble.predict(X_new), expected)
+    assert ensemble.thresholds_.tolist() == [0.8] and ensemble.min_areas_.tolist() == [3]
+    ensemble.set_params(threshold=None, min_area=None)  # back to the fold models' own
+    np.testing.assert_array_equal(ensemble.predict(X_new),
+                                  postprocess(proba, threshold=0.5)[..., 0].astype(y.dtype))
+
+
+def test_tuned_postprocessing_wins_over_a_value_set_after_fit():
+    X, y = probability_maps()
+    ensemble = FoldEnsemble(ProbabilityStub(), cv=3, random_state=0,
+                            tune_postprocessing=True).fit(X, y)
+    X_new, _ = probability_maps(seed=1)
+    before, tuned = ensemble.predict(X_new), ensemble.thresholds_.copy()
+    with pytest.warns(UserWarning, match="threshold=0.99 set after fit is not applied"):
+        np.testing.assert_array_equal(ensemble.set_params(threshold=0.99).predict(X_new), before)
+    np.testing.assert_array_equal(ensemble.thresholds_, tuned)
+    with pytest.raises(ValueError, match="'tune_postprocessing' changed from True to False"):
+        ensemble.set_params(tune_postprocessing=False).predict(X_new)

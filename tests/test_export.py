@@ -107,3 +107,38 @@ def test_onnx_export_runs_in_onnxruntime(fitted_binary, binary_data, tmp_path):
                                    X[..., np.newaxis].astype(np.float32)})
     assert output.shape == (4, 40, 44, 1)
     assert np.abs(output - shrunk.predict_proba(X)).max() <= TOLERANCE
+
+
+def test_overwriting_an_export_keeps_a_complete_one_at_every_instant(fitted_binary, tmp_path,
+                                                                     monkeypatch):
+    """export(overwrite=True) swaps as save does: when the new export is renamed into place
+    (where a killed process would stop), the old one is still on disk, whole, under the
+    backup name; a folder that is not an export is never replaced."""
+    import os
+
+    from skunetseg import _atomic
+
+    path = tmp_path / "served"
+    fitted_binary.export(path, input_dtype="uint8")
+    old = sorted(os.listdir(path))
+    seen, real_replace = [], os.replace
+
+    def replace(source, target):
+        if os.fspath(target) == str(path) and "export" in os.path.basename(os.fspath(source)):
+            backup = _atomic.backup_path(path)  # the moment of the final rename
+            seen.append(os.path.isdir(backup) and sorted(os.listdir(backup)) == old)
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    fitted_binary.export(path, input_dtype="uint8", overwrite=True)
+    monkeypatch.undo()
+    assert seen == [True]
+    assert sorted(os.listdir(tmp_path)) == ["served"]  # no backup, no staging folder left
+    assert (path / "saved_model.pb").is_file()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not a TensorFlow SavedModel folder"):
+        fitted_binary.export(mine, input_dtype="uint8", overwrite=True)
+    assert (mine / "keep.txt").read_text() == "mine"
+    assert sorted(os.listdir(tmp_path)) == ["mine", "served"]

@@ -575,3 +575,35 @@ def test_mask_files_of_mixed_dtypes_are_read_as_one_encoding(tmp_path):
     encoding = _encoding_of(paths, label_values(paths))
     assert encoding.target_type == "binary"
     assert encoding.classes.tolist() == [0, 65535]
+
+
+# ------------------------------------------- parameters set after fit (issue 23)
+def test_presence_threshold_set_after_fit_is_validated_and_applied():
+    X, y = salt_like(30, seed=1)
+    model = FalsePositiveFilter(BrightnessSegmenter(), PresenceLookup(), cv=3).fit(X, y)
+    X_test, _ = salt_like(20, seed=5)
+    presence_proba = PresenceLookup().fit(X, y[:, :1, :1]).predict_proba(X_test)[:, 0]
+    for bad in (2.0, [0.5, 0.5], -0.1):
+        with pytest.raises(ValueError, match="presence_threshold"):
+            model.set_params(presence_threshold=bad).predict(X_test)
+    # a valid value takes effect: at 1.0 every mask is blanked, at 0 none
+    model.set_params(presence_threshold=1.0)
+    assert not model.predict(X_test).any()
+    model.set_params(presence_threshold=0.0)
+    shown = model.predict(X_test).any(axis=(1, 2))
+    np.testing.assert_array_equal(shown, model.segmenter_.predict(X_test).any(axis=(1, 2))
+                                  & (presence_proba > 0))
+
+
+def test_tuned_presence_thresholds_win_over_a_value_set_after_fit():
+    X, y = salt_like(30, seed=1)
+    model = FalsePositiveFilter(BrightnessSegmenter(), PresenceLookup(), cv=3,
+                                tune_threshold=True).fit(X, y)
+    X_test, _ = salt_like(20, seed=5)
+    before, tuned = model.predict(X_test), model.presence_thresholds_.copy()
+    with pytest.warns(UserWarning, match="presence_threshold=0.99 set after fit is not applied"):
+        np.testing.assert_array_equal(model.set_params(presence_threshold=0.99).predict(X_test),
+                                      before)
+    np.testing.assert_array_equal(model.presence_thresholds_, tuned)
+    with pytest.raises(ValueError, match="'tune_threshold' changed from True to False after fit"):
+        model.set_params(tune_threshold=False, presence_threshold=0.5).predict(X_test)

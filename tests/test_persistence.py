@@ -86,9 +86,14 @@ def test_save_never_overwrites_unless_asked(fitted_binary, tmp_path):
     with pytest.raises(FileExistsError, match="overwrite=True"):
         fitted_binary.save(path)
     assert (path / "precious.txt").read_text() == "keep me"
-    fitted_binary.save(path, overwrite=True)
-    assert not (path / "precious.txt").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".skunetseg-")]
+    # overwrite=True replaces a saved model, never a folder of the user's (issue 23)
+    with pytest.raises(FileExistsError, match="not a saved skunetseg model"):
+        fitted_binary.save(path, overwrite=True)
+    assert (path / "precious.txt").read_text() == "keep me"
+    model = tmp_path / "model"
+    fitted_binary.save(model)
+    fitted_binary.save(model, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "saved"]
 
 
 def test_load_rejects_a_folder_that_is_not_a_saved_model(tmp_path):

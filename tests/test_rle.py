@@ -387,3 +387,34 @@ def test_tgs_salt_csv_matches_png_masks():
         assert rle_encode(png) == row["rle_mask"], row["id"]
         n_with_salt += bool(row["rle_mask"])
     assert 0 < n_with_salt < len(sample)  # both empty and non-empty masks were checked
+
+
+def test_masks_to_csv_under_a_file_size_limit_leaves_no_partial_file(tmp_path):
+    """``ulimit -f``: the write fails, and neither a truncated CSV nor a temporary file is
+    left; an existing file being replaced stays whole."""
+    import subprocess
+    import sys
+    import textwrap
+
+    existing = tmp_path / "old.csv"
+    existing.write_text("ImageId_ClassId,EncodedPixels\nkeep,1 1\n")
+    code = textwrap.dedent("""
+        import resource, sys
+        import numpy as np
+        from skunetseg.rle import masks_to_csv
+        masks = np.random.default_rng(0).random((20, 64, 64, 1)) > 0.5  # long RLE rows
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+        for path, overwrite in ((sys.argv[1] + "/sub.csv", False),
+                                (sys.argv[1] + "/old.csv", True)):
+            try:
+                masks_to_csv(path, [f"i{k}" for k in range(20)], masks, ["a"],
+                             overwrite=overwrite)
+            except OSError as error:
+                print(error.errno)
+    """)
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["27", "27"]  # EFBIG, twice
+    assert sorted(os.listdir(tmp_path)) == ["old.csv"]
+    assert existing.read_text() == "ImageId_ClassId,EncodedPixels\nkeep,1 1\n"

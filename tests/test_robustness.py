@@ -59,6 +59,26 @@ def test_anti_aliased_array_masks_are_refused_naming_rows():
         fit_target_encoding(masks)
 
 
+@pytest.mark.parametrize("quality", [75, 90])
+def test_jpeg_masks_of_thin_structures_are_refused(tmp_path, quality):
+    """Cracks saved as JPEG: ringing spreads the pixels over many values near 0 and 255, so
+    the two most frequent values hold under 80 % of the pixels (at quality 90 they are
+    both near black); the values still cluster near two far-apart levels (issue 23)."""
+    rng = np.random.default_rng(0)
+    masks = np.zeros((4, 32, 32), np.uint8)
+    for mask in masks:
+        for _ in range(4):
+            ends = rng.integers(0, 32, 4).tolist()
+            cv2.line(mask, ends[:2], ends[2:], 1, 1)
+    jpegs, _ = _jpeg_masks(masks, tmp_path / "masks", quality=quality)
+    labels = read_images(jpegs, name="y", kind="mask")
+    values, counts = np.unique(labels, return_counts=True)
+    assert len(values) > 16 and np.sort(counts)[-2:].sum() / counts.sum() < 0.8
+    with pytest.raises(ValueError, match="looks like gray-level images") as caught:
+        fit_target_encoding(labels, name="y", row_names=[str(p) for p in jpegs])
+    assert str(jpegs[0]) in str(caught.value) and "binarize_masks=True" in str(caught.value)
+
+
 @pytest.mark.parametrize("labels", [
     np.arange(5, dtype=np.uint8).repeat(100).reshape(1, 20, 25),           # small consecutive
     np.array([0, 64, 128, 192, 255], np.uint8).repeat(100).reshape(1, 20, 25),  # a few values
@@ -370,3 +390,62 @@ def test_a_bad_image_file_is_found_before_training(binary_data, tmp_path, monkey
     monkeypatch.setattr(_keras_estimator.KerasModelMixin, "_build_and_train", never)
     with pytest.raises(ValueError, match=r"2 of the 7 files of X.*4\.png.*notes\.png"):
         UNetSegmenter(**SMALL).fit(paths, np.concatenate([y[:6], y[:1]]))
+
+
+# ------------------------------------------------- files checked before any network
+def _image_files(folder, sizes, suffix=".png"):
+    """Noisy gray images of ``sizes`` and their blob masks, as files; returns both lists."""
+    from skunetseg.io import write_mask
+
+    rng = np.random.default_rng(0)
+    (folder / "images").mkdir(parents=True)
+    images, masks = [], []
+    for index, (height, width) in enumerate(sizes):
+        mask = np.zeros((height, width), np.uint8)
+        mask[5:15, 5:15] = 1
+        image = np.clip(60 + 120 * mask + rng.normal(0, 20, mask.shape), 0, 255).astype(np.uint8)
+        images.append(folder / "images" / f"{index}{suffix}")
+        assert cv2.imwrite(str(images[-1]), image)
+        masks.append(write_mask(folder / "masks" / f"{index}.png", mask))
+    return images, masks
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Fail the test if a network gets built."""
+    def build(*args, **kwargs):
+        raise AssertionError("a network was built before the files were checked")
+
+    monkeypatch.setattr(UNetSegmenter, "_build_model", build)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".bmp"])
+def test_images_of_mixed_sizes_are_refused_before_any_network_is_built(
+        tmp_path, no_network, suffix):
+    images, masks = _image_files(tmp_path, [(32, 32)] * 5 + [(48, 32)] + [(32, 32)] * 2,
+                                 suffix)
+    with pytest.raises(ValueError, match="differ in size; pass input_size") as caught:
+        UNetSegmenter(**SMALL).fit(images, masks)
+    assert str(images[5]) in str(caught.value) and str(images[0]) in str(caught.value)
+
+
+def test_a_jpeg_cut_short_after_its_header_is_refused_before_any_network_is_built(
+        tmp_path, no_network):
+    images, masks = _image_files(tmp_path, [(32, 32)] * 8, ".jpg")
+    data = images[6].read_bytes()
+    images[6].write_bytes(data[:len(data) // 3])  # the header and a part of the scan
+    with pytest.raises(ValueError, match="cannot be read as images") as caught:
+        UNetSegmenter(**SMALL).fit(images, masks)
+    assert str(images[6]) in str(caught.value)
+
+
+def test_header_sizes_are_the_decoded_sizes(tmp_path):
+    from skunetseg.io import header_size, read_image
+
+    for suffix in (".png", ".jpg", ".bmp", ".tif"):
+        for size in ((32, 48), (7, 5)):
+            path = tmp_path / f"{size[0]}x{size[1]}{suffix}"
+            assert cv2.imwrite(str(path), np.zeros((*size, 3), np.uint8))
+            expected = None if suffix == ".tif" else size  # TIFF: decoded instead
+            assert header_size(path) == expected
+            assert read_image(path).shape[:2] == size

@@ -256,3 +256,13 @@ def test_predict_with_tta_rejects_bad_arguments(kwargs, match):
 def test_merge_predictions_rejects_bad_stacks():
     with pytest.raises(ValueError, match="stack must have shape"):
         merge_predictions(np.zeros((2, 4, 4, 1)), "mean")
+
+
+@pytest.mark.parametrize("shift", [("shift", 10**9, 0), ("shift", 0, -48), ("shift", 32, 0),
+                                   ("shift", 0, 48, "circular"), Shift(-32, 0)])
+def test_shifts_as_large_as_the_image_are_refused_naming_tta(shift):
+    """A shift of 10**9 rows would pad the batch to 954 GiB (issue 23): the size is checked
+    against the images (32x48) before any view is made."""
+    with pytest.raises(ValueError, match="'tta' parameter holds Shift.*32x48"):
+        resolve_tta(["identity", shift], 32, 48)
+    assert len(resolve_tta(["identity", ("shift", 31, -47)], 32, 48)) == 2
