@@ -242,7 +242,8 @@ def test_folds_train_in_parallel_processes(fitted_ensemble, binary_data):
 # ------------------------------------------- parameters set after fit (issue 23)
 def test_postprocessing_set_after_fit_is_validated_and_applied():
     X, y = probability_maps()
-    ensemble = FoldEnsemble(ProbabilityStub(), cv=3, random_state=0).fit(X, y)
+    ensemble = FoldEnsemble(ProbabilityStub(), cv=3, tune_postprocessing=False,
+                            random_state=0).fit(X, y)
     X_new, _ = probability_maps(seed=1)
     for bad in (dict(threshold=2.0), dict(min_area=-1), dict(threshold=[0.4, 0.6]),
                 dict(min_component_area=[1, 2])):
