@@ -17,6 +17,9 @@ The helpers below (:func:`as_rows`, :func:`take_rows`, :func:`read_truth`,
 (:mod:`skunetseg._crossfit`).
 """
 
+import contextlib
+import functools
+
 import numpy as np
 from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted
@@ -26,7 +29,8 @@ from .io import binarize_mask, check_paths, read_mask
 from .metrics import dice_per_pair
 
 __all__ = ["SegmenterMixin", "assemble", "as_rows", "as_mask_rows", "take_rows", "read_truth",
-           "pair_dice", "presence", "row_chunks", "binarizes_masks"]
+           "pair_dice", "presence", "row_chunks", "binarizes_masks", "restore_on_failure",
+           "restores_on_failure"]
 
 #: Images per chunk of an estimator that does not say (meta-estimators ask their model).
 DEFAULT_CHUNK = 64
@@ -75,6 +79,35 @@ IMAGE_INPUT_FAILED_CHECKS = {
     "check_fit2d_1sample": _WORDING.format("'1 sample'"),
     "check_fit2d_1feature": _WORDING.format("'1 feature(s)'"),
 }
+
+
+@contextlib.contextmanager
+def restore_on_failure(estimator):
+    """Run (part of) a fit; if it raises, or is interrupted, put ``estimator`` back as it was.
+
+    A fit that fails midway leaves neither a half-set fitted state (``folds_``
+    without ``estimators_``, ``classes_`` without a network) nor a
+    half-overwritten earlier fit: an unfitted estimator stays unfitted, a
+    fitted one keeps its earlier attributes. Fits replace their attributes,
+    never change them in place, so a shallow copy of ``__dict__`` suffices.
+    """
+    saved = dict(estimator.__dict__)
+    try:
+        yield
+    except BaseException:
+        estimator.__dict__.clear()
+        estimator.__dict__.update(saved)
+        raise
+
+
+def restores_on_failure(fit):
+    """Decorator of a ``fit`` method: the whole fit under :func:`restore_on_failure`."""
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        with restore_on_failure(self):
+            return fit(self, *args, **kwargs)
+
+    return wrapper
 
 
 def row_chunks(n, step):

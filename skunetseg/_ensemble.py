@@ -14,6 +14,7 @@ from ._base import (
     binarizes_masks,
     pair_dice,
     read_truth,
+    restores_on_failure,
     take_rows,
 )
 from ._crossfit import (
@@ -230,6 +231,7 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
         return UNetSegmenter() if self.estimator is None else self.estimator
 
     @_fit_context(prefer_skip_nested_validation=False)
+    @restores_on_failure  # a failed or interrupted fit changes nothing
     def fit(self, X, y, groups=None):
         """Train one clone of ``estimator`` per fold, validating on the held-out fold.
 

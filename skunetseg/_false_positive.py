@@ -28,6 +28,7 @@ from ._base import (
     pair_dice,
     presence,
     read_truth,
+    restores_on_failure,
     row_chunks,
     take_rows,
 )
@@ -443,6 +444,7 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=False)
+    @restores_on_failure  # a failed or interrupted fit changes nothing
     def fit(self, X, y, validation_data=None, groups=None):
         """Fit the segmenter and the presence classifier, and set the thresholds.
 

@@ -9,7 +9,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import check_backbone
-from ._base import IMAGE_INPUT_FAILED_CHECKS, assemble, row_chunks
+from ._base import IMAGE_INPUT_FAILED_CHECKS, assemble, restore_on_failure, row_chunks
 from ._images import check_input_size, image_source
 from ._keras_estimator import KerasModelMixin, _keras_side
 from .augment import AUGMENT_PRESETS, resolve_augmenter
@@ -244,7 +244,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         -------
         self : PresenceClassifier
         """
-        with self._fit_or_restore():  # a failed or interrupted fit changes nothing
+        with restore_on_failure(self):  # a failed or interrupted fit changes nothing
             return self._fit(X, y, validation_data)
 
     def _fit(self, X, y, validation_data):

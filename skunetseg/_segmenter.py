@@ -8,7 +8,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import LOSS_NAMES, check_backbone
-from ._base import SegmenterMixin
+from ._base import SegmenterMixin, restore_on_failure
 from ._export import ExportMixin
 from ._images import (
     ArrayImages,
@@ -408,7 +408,7 @@ or list of paths
         self._postprocessing(encoding)
         train, valid = self._split(images, targets, validation_data, encoding)
         resolve_augmenter(self.augment)  # validate it here, before any worker starts
-        with self._fit_or_restore():  # a failed or interrupted fit changes nothing
+        with restore_on_failure(self):  # a failed or interrupted fit changes nothing
             self._forget_model()
             self._set_target_layout(encoding, images.n_channels)
             if self.fit_in_subprocess:
