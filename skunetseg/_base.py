@@ -30,7 +30,7 @@ from .metrics import dice_per_pair
 
 __all__ = ["SegmenterMixin", "assemble", "as_rows", "as_mask_rows", "take_rows", "read_truth",
            "pair_dice", "presence", "row_chunks", "binarizes_masks", "restore_on_failure",
-           "restores_on_failure"]
+           "restores_on_failure", "check_validation_data"]
 
 #: Images per chunk of an estimator that does not say (meta-estimators ask their model).
 DEFAULT_CHUNK = 64
@@ -166,6 +166,17 @@ def as_mask_rows(y, *, name="y"):
         raise TypeError(f"{name} must be an array of masks or a list of mask files; got "
                         f"{type(y).__name__}.")
     return np.asarray(y)
+
+
+def check_validation_data(validation_data):
+    """``validation_data`` as given, once it is a pair ``(X_val, y_val)``; else a TypeError."""
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise TypeError("validation_data must be a tuple (X_val, y_val); got "
+                        f"{type(validation_data).__name__}"
+                        + (f" of {len(validation_data)}" if isinstance(validation_data,
+                                                                      (tuple, list)) else "")
+                        + ".")
+    return validation_data
 
 
 def take_rows(X, rows):

@@ -9,7 +9,13 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import check_backbone
-from ._base import IMAGE_INPUT_FAILED_CHECKS, assemble, restore_on_failure, row_chunks
+from ._base import (
+    IMAGE_INPUT_FAILED_CHECKS,
+    assemble,
+    check_validation_data,
+    restore_on_failure,
+    row_chunks,
+)
 from ._images import check_input_size, image_source
 from ._keras_estimator import KerasModelMixin, _keras_side
 from .augment import AUGMENT_PRESETS, resolve_augmenter
@@ -255,8 +261,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         images = source.take(slice(None))
         labels = self._fit_labels(y, len(images))
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise TypeError("validation_data must be a tuple (X_val, y_val).")
+            check_validation_data(validation_data)
             valid_images = image_source(validation_data[0], name="validation_data[0]",
                                         size=size, n_channels=images.shape[-1]).take(slice(None))
             valid = (valid_images, self._encode_labels(validation_data[1], len(valid_images),

@@ -8,7 +8,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import LOSS_NAMES, check_backbone
-from ._base import SegmenterMixin, restore_on_failure
+from ._base import SegmenterMixin, check_validation_data, restore_on_failure
 from ._export import ExportMixin
 from ._images import (
     ArrayImages,
@@ -517,8 +517,7 @@ or list of paths
         The images are image sources (in-memory ones already at ``input_size``).
         """
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise TypeError("validation_data must be a tuple (X_val, y_val).")
+            check_validation_data(validation_data)
             valid_images = image_source(validation_data[0], name="validation_data[0]",
                                         size=self._input_size(), n_channels=images.n_channels)
             _, valid_targets = self._targets(valid_images, validation_data[1],
