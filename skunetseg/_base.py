@@ -24,6 +24,7 @@ import numpy as np
 from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted
 
+from ._checks import check_array_like, is_array_like
 from ._images import check_images, is_paths, reject_single_path
 from .io import binarize_mask, check_paths, read_mask
 from .metrics import dice_per_pair
@@ -150,7 +151,7 @@ def as_rows(X, *, name="X"):
     reject_single_path(X, name=name)
     if is_paths(X):
         return check_paths(X, name=name)
-    if isinstance(X, (str, bytes)) or not hasattr(X, "__len__") and not hasattr(X, "__array__"):
+    if not is_array_like(X):
         check_images(X, name=name)  # raises its TypeError
     X = np.asarray(X)
     check_images(X[:1] if X.ndim in (3, 4) else X, name=name)
@@ -162,9 +163,7 @@ def as_mask_rows(y, *, name="y"):
     reject_single_path(y, name=name, kind="mask")
     if is_paths(y):
         return check_paths(y, name=name)
-    if isinstance(y, (str, bytes)) or not hasattr(y, "__len__") and not hasattr(y, "__array__"):
-        raise TypeError(f"{name} must be an array of masks or a list of mask files; got "
-                        f"{type(y).__name__}.")
+    check_array_like(y, name=name, what="an array of masks or a list of mask files")
     return np.asarray(y)
 
 

@@ -16,6 +16,7 @@ from ._base import (
     restore_on_failure,
     row_chunks,
 )
+from ._checks import check_array_like
 from ._images import check_input_size, image_source
 from ._keras_estimator import KerasModelMixin, _keras_side
 from .augment import AUGMENT_PRESETS, resolve_augmenter
@@ -330,8 +331,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _check_label_array(y, n_images, name):
-        if isinstance(y, (str, bytes)) or not hasattr(y, "__len__") and not hasattr(y, "__array__"):
-            raise TypeError(f"{name} must be an array of labels; got {type(y).__name__}.")
+        check_array_like(y, name=name, what="an array of labels")
         y = np.asarray(y)
         if y.ndim not in (1, 2):
             raise ValueError(f"{name} must have shape (n_images,) or (n_images, n_classes); "
