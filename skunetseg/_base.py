@@ -37,41 +37,78 @@ __all__ = ["SegmenterMixin", "assemble", "as_rows", "as_mask_rows", "take_rows",
 DEFAULT_CHUNK = 64
 
 
-_TABULAR = ("builds tabular data (n_samples, n_features); the estimator takes a stack of "
-            "images (n_images, height, width[, channels]) and refuses a 2-D table for its shape")
+_TABLE = "builds a 2-D table (n_samples, n_features), which the estimators refuse for its shape"
+_TWIN = _TABLE + "; the property is tested on images by tests/test_image_checks.py::{}"
+_NO_FEATURES = (_TABLE + "; n_features_in_ is a table's column count, and an image stack has no "
+                "feature axis")
 _WORDING = ("expects the wording of a tabular estimator ({}); the estimator's ValueError "
             "speaks of images instead")
+_FIT_TRANSFORM = ("calls fit_transform: FalsePositiveFilter.transform gives its probability "
+                  "maps for use in a pipeline, but the filter is a segmenter, not a transformer "
+                  "with fit_transform")
+_SPARSE = _TABLE + " (sparse matrices are 2-D tables)"
 
-#: scikit-learn's estimator checks that cannot apply to image input, with the reason:
+#: scikit-learn's estimator checks that cannot run on image input, each with its reason:
 #: what every estimator's ``_expected_failed_checks`` returns (tests/test_sklearn_compat.py).
+#: The checks of properties that hold for images name their image-input twin.
 IMAGE_INPUT_FAILED_CHECKS = {
-    **{name: _TABULAR for name in (
-        "check_fit_score_takes_y", "check_estimators_overwrite_params",
-        "check_dont_overwrite_parameters", "check_estimators_fit_returns_self",
-        "check_readonly_memmap_input", "check_n_features_in_after_fitting",
-        "check_positive_only_tag_during_fit", "check_estimators_dtypes",
-        "check_pipeline_consistency", "check_estimators_nan_inf", "check_estimators_pickle",
-        "check_f_contiguous_array_estimator", "check_methods_sample_order_invariance",
-        "check_methods_subset_invariance", "check_dict_unchanged", "check_fit_idempotent",
-        "check_fit_check_is_fitted", "check_n_features_in", "check_fit2d_predict1d",
-        "check_requires_y_none", "check_supervised_y_2d",
-        # classifiers (PresenceClassifier)
-        "check_classifier_data_not_an_array", "check_classifiers_one_label",
-        "check_classifiers_classes", "check_classifiers_train",
-        "check_classifiers_regression_target",
-        "check_classifiers_multilabel_representation_invariance",
-        "check_classifiers_multilabel_output_format_predict",
-        "check_classifiers_multilabel_output_format_predict_proba",
-        "check_classifiers_multilabel_output_format_decision_function",
-        # transformers (FalsePositiveFilter.transform)
-        "check_transformer_general", "check_transformer_data_not_an_array",
-    )},
-    "check_transformer_preserve_dtypes": (
-        "calls fit_transform: FalsePositiveFilter.transform gives its probability maps for "
-        "use in a pipeline, but the filter is a segmenter, not a transformer with fit_transform"),
-    "check_estimator_sparse_tag": _TABULAR + " (sparse matrices are 2-D tables)",
-    "check_estimator_sparse_array": _TABULAR + " (sparse matrices are 2-D tables)",
-    "check_estimator_sparse_matrix": _TABULAR + " (sparse matrices are 2-D tables)",
+    # properties of every estimator, tested on images instead
+    "check_estimators_fit_returns_self": _TWIN.format(
+        "test_fit_returns_self_on_read_only_memmaps"),
+    "check_readonly_memmap_input": _TWIN.format("test_fit_returns_self_on_read_only_memmaps"),
+    "check_fit_check_is_fitted": _TWIN.format("test_check_is_fitted_fails_before_fit_only"),
+    "check_estimators_overwrite_params": _TWIN.format(
+        "test_fit_leaves_the_parameters_as_they_were"),
+    "check_dont_overwrite_parameters": _TWIN.format(
+        "test_fit_sets_only_trailing_underscore_attributes"),
+    "check_dict_unchanged": _TWIN.format("test_predicting_leaves_the_estimator_unchanged"),
+    "check_methods_subset_invariance": _TWIN.format(
+        "test_predictions_do_not_depend_on_the_batch"),
+    "check_methods_sample_order_invariance": _TWIN.format(
+        "test_predictions_do_not_depend_on_the_order"),
+    "check_estimators_pickle": _TWIN.format("test_pickle_round_trip_predicts_the_same"),
+    "check_fit_idempotent": _TWIN.format("test_refit_in_a_pipeline_predicts_the_same"),
+    "check_pipeline_consistency": _TWIN.format("test_refit_in_a_pipeline_predicts_the_same"),
+    # tabular properties
+    "check_n_features_in": _NO_FEATURES,
+    "check_n_features_in_after_fitting": _NO_FEATURES,
+    "check_fit_score_takes_y": (_TABLE + "; fit(X, y) and score(X, y) do take y, as the "
+                                "signatures show"),
+    "check_positive_only_tag_during_fit": (_TABLE + " of negative values, for the "
+                                           "positive_only tag, which images do not set"),
+    "check_estimators_dtypes": (_TABLE + " of float32, int32 and int64; image dtypes are "
+                                "tested by tests/test_targets_and_images.py"),
+    "check_estimators_nan_inf": (_TABLE + " holding NaN and inf; images holding them are "
+                                 "refused by name in tests/test_input_errors.py"),
+    "check_f_contiguous_array_estimator": _TABLE + " in Fortran order",
+    "check_fit2d_predict1d": _TABLE + ", before the 1-D prediction that the check is about",
+    "check_requires_y_none": (_TABLE + ", to compare the error of fit(X, None) with a "
+                              "tabular estimator's"),
+    "check_supervised_y_2d": (_TABLE + " with y as a column and expects a "
+                              "DataConversionWarning; masks are 2-D per image"),
+    # classifiers (PresenceClassifier): tables of labelled points
+    "check_classifier_data_not_an_array": (_TABLE + " given as a list; a list X is image "
+                                           "files here"),
+    "check_classifiers_one_label": _TABLE + " with a single label",
+    "check_classifiers_classes": (_TABLE + " of string and integer classes; labels of any "
+                                  "values are tested on images by tests/test_presence.py"),
+    "check_classifiers_train": (_TABLE + " of blobs and expects near-perfect accuracy of "
+                                "the default network after the default training"),
+    "check_classifiers_regression_target": _TABLE + " with a continuous y",
+    "check_classifiers_multilabel_representation_invariance": _TABLE + " with multilabel y",
+    "check_classifiers_multilabel_output_format_predict": _TABLE + " with multilabel y",
+    "check_classifiers_multilabel_output_format_predict_proba": (_TABLE + " with multilabel "
+                                                                 "y"),
+    "check_classifiers_multilabel_output_format_decision_function": (_TABLE + " with "
+                                                                     "multilabel y"),
+    # transformers (FalsePositiveFilter.transform)
+    "check_transformer_general": _FIT_TRANSFORM,
+    "check_transformer_data_not_an_array": _FIT_TRANSFORM,
+    "check_transformer_preserve_dtypes": _FIT_TRANSFORM,
+    # input that is not images at all
+    "check_estimator_sparse_tag": _SPARSE,
+    "check_estimator_sparse_array": _SPARSE,
+    "check_estimator_sparse_matrix": _SPARSE,
     "check_complex_data": ("a complex X is refused with a TypeError naming its dtype (the "
                            "package's rule for a wrong dtype); the check wants a ValueError"),
     "check_dtype_object": ("an object X is refused with a TypeError naming its dtype (the "
