@@ -102,9 +102,24 @@ def _cache_cpu_memory():
         os.environ.setdefault("TF_CPU_BFC_MEM_LIMIT_IN_MB", str(memory))
 
 
+def _quiet_cpp_logs():
+    """Keep TensorFlow's C++ log lines below FATAL off stderr, unless the user said otherwise.
+
+    TensorFlow 2.21 writes notices as error-level lines (``E0000 ... oneDNN
+    supports DT_INT32 only on platforms with AVX-512``, ``failed call to
+    cuInit``), some only at the first op that meets them, long after the
+    import that :func:`_quiet_start` watches; level 3 hides them, as the command
+    line does. Failures still reach Python as exceptions. Only a default: a
+    ``TF_CPP_MIN_LOG_LEVEL`` the user set is kept, and ``SKUNETSEG_TF_LOGS=1``
+    keeps TensorFlow's own default (everything).
+    """
+    if os.environ.get("SKUNETSEG_TF_LOGS") != "1":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
 def _import_frameworks():
     """Import TensorFlow, Keras 3 and segmentation-models in the right order."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _quiet_cpp_logs()
     _cache_cpu_memory()
     os.environ["SM_FRAMEWORK"] = "tf.keras"
     import keras

@@ -17,59 +17,100 @@ The helpers below (:func:`as_rows`, :func:`take_rows`, :func:`read_truth`,
 (:mod:`skunetseg._crossfit`).
 """
 
+import contextlib
 import copy
+import functools
 import warnings
 
 import numpy as np
 from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted
 
+from ._checks import check_array_like, is_array_like
 from ._images import check_images, is_paths, reject_single_path
 from .io import binarize_mask, check_paths, read_mask
 from .metrics import dice_per_pair
 
 __all__ = ["SegmenterMixin", "assemble", "as_rows", "as_mask_rows", "take_rows", "read_truth",
-           "pair_dice", "presence", "row_chunks", "binarizes_masks"]
+           "pair_dice", "presence", "row_chunks", "binarizes_masks", "restore_on_failure",
+           "restores_on_failure", "check_validation_data"]
 
 #: Images per chunk of an estimator that does not say (meta-estimators ask their model).
 DEFAULT_CHUNK = 64
 
 
-_TABULAR = ("builds tabular data (n_samples, n_features); the estimator takes a stack of "
-            "images (n_images, height, width[, channels]) and refuses a 2-D table for its shape")
+_TABLE = "builds a 2-D table (n_samples, n_features), which the estimators refuse for its shape"
+_TWIN = _TABLE + "; the property is tested on images by tests/test_image_checks.py::{}"
+_NO_FEATURES = (_TABLE + "; n_features_in_ is a table's column count, and an image stack has no "
+                "feature axis")
 _WORDING = ("expects the wording of a tabular estimator ({}); the estimator's ValueError "
             "speaks of images instead")
+_FIT_TRANSFORM = ("calls fit_transform: FalsePositiveFilter.transform gives its probability "
+                  "maps for use in a pipeline, but the filter is a segmenter, not a transformer "
+                  "with fit_transform")
+_SPARSE = _TABLE + " (sparse matrices are 2-D tables)"
 
-#: scikit-learn's estimator checks that cannot apply to image input, with the reason:
+#: scikit-learn's estimator checks that cannot run on image input, each with its reason:
 #: what every estimator's ``_expected_failed_checks`` returns (tests/test_sklearn_compat.py).
+#: The checks of properties that hold for images name their image-input twin.
 IMAGE_INPUT_FAILED_CHECKS = {
-    **{name: _TABULAR for name in (
-        "check_fit_score_takes_y", "check_estimators_overwrite_params",
-        "check_dont_overwrite_parameters", "check_estimators_fit_returns_self",
-        "check_readonly_memmap_input", "check_n_features_in_after_fitting",
-        "check_positive_only_tag_during_fit", "check_estimators_dtypes",
-        "check_pipeline_consistency", "check_estimators_nan_inf", "check_estimators_pickle",
-        "check_f_contiguous_array_estimator", "check_methods_sample_order_invariance",
-        "check_methods_subset_invariance", "check_dict_unchanged", "check_fit_idempotent",
-        "check_fit_check_is_fitted", "check_n_features_in", "check_fit2d_predict1d",
-        "check_requires_y_none", "check_supervised_y_2d",
-        # classifiers (PresenceClassifier)
-        "check_classifier_data_not_an_array", "check_classifiers_one_label",
-        "check_classifiers_classes", "check_classifiers_train",
-        "check_classifiers_regression_target",
-        "check_classifiers_multilabel_representation_invariance",
-        "check_classifiers_multilabel_output_format_predict",
-        "check_classifiers_multilabel_output_format_predict_proba",
-        "check_classifiers_multilabel_output_format_decision_function",
-        # transformers (FalsePositiveFilter.transform)
-        "check_transformer_general", "check_transformer_data_not_an_array",
-    )},
-    "check_transformer_preserve_dtypes": (
-        "calls fit_transform: FalsePositiveFilter.transform gives its probability maps for "
-        "use in a pipeline, but the filter is a segmenter, not a transformer with fit_transform"),
-    "check_estimator_sparse_tag": _TABULAR + " (sparse matrices are 2-D tables)",
-    "check_estimator_sparse_array": _TABULAR + " (sparse matrices are 2-D tables)",
-    "check_estimator_sparse_matrix": _TABULAR + " (sparse matrices are 2-D tables)",
+    # properties of every estimator, tested on images instead
+    "check_estimators_fit_returns_self": _TWIN.format(
+        "test_fit_returns_self_on_read_only_memmaps"),
+    "check_readonly_memmap_input": _TWIN.format("test_fit_returns_self_on_read_only_memmaps"),
+    "check_fit_check_is_fitted": _TWIN.format("test_check_is_fitted_fails_before_fit_only"),
+    "check_estimators_overwrite_params": _TWIN.format(
+        "test_fit_leaves_the_parameters_as_they_were"),
+    "check_dont_overwrite_parameters": _TWIN.format(
+        "test_fit_sets_only_trailing_underscore_attributes"),
+    "check_dict_unchanged": _TWIN.format("test_predicting_leaves_the_estimator_unchanged"),
+    "check_methods_subset_invariance": _TWIN.format(
+        "test_predictions_do_not_depend_on_the_batch"),
+    "check_methods_sample_order_invariance": _TWIN.format(
+        "test_predictions_do_not_depend_on_the_order"),
+    "check_estimators_pickle": _TWIN.format("test_pickle_round_trip_predicts_the_same"),
+    "check_fit_idempotent": _TWIN.format("test_refit_in_a_pipeline_predicts_the_same"),
+    "check_pipeline_consistency": _TWIN.format("test_refit_in_a_pipeline_predicts_the_same"),
+    # tabular properties
+    "check_n_features_in": _NO_FEATURES,
+    "check_n_features_in_after_fitting": _NO_FEATURES,
+    "check_fit_score_takes_y": (_TABLE + "; fit(X, y) and score(X, y) do take y, as the "
+                                "signatures show"),
+    "check_positive_only_tag_during_fit": (_TABLE + " of negative values, for the "
+                                           "positive_only tag, which images do not set"),
+    "check_estimators_dtypes": (_TABLE + " of float32, int32 and int64; image dtypes are "
+                                "tested by tests/test_targets_and_images.py"),
+    "check_estimators_nan_inf": (_TABLE + " holding NaN and inf; images holding them are "
+                                 "refused by name in tests/test_input_errors.py"),
+    "check_f_contiguous_array_estimator": _TABLE + " in Fortran order",
+    "check_fit2d_predict1d": _TABLE + ", before the 1-D prediction that the check is about",
+    "check_requires_y_none": (_TABLE + ", to compare the error of fit(X, None) with a "
+                              "tabular estimator's"),
+    "check_supervised_y_2d": (_TABLE + " with y as a column and expects a "
+                              "DataConversionWarning; masks are 2-D per image"),
+    # classifiers (PresenceClassifier): tables of labelled points
+    "check_classifier_data_not_an_array": (_TABLE + " given as a list; a list X is image "
+                                           "files here"),
+    "check_classifiers_one_label": _TABLE + " with a single label",
+    "check_classifiers_classes": (_TABLE + " of string and integer classes; labels of any "
+                                  "values are tested on images by tests/test_presence.py"),
+    "check_classifiers_train": (_TABLE + " of blobs and expects near-perfect accuracy of "
+                                "the default network after the default training"),
+    "check_classifiers_regression_target": _TABLE + " with a continuous y",
+    "check_classifiers_multilabel_representation_invariance": _TABLE + " with multilabel y",
+    "check_classifiers_multilabel_output_format_predict": _TABLE + " with multilabel y",
+    "check_classifiers_multilabel_output_format_predict_proba": (_TABLE + " with multilabel "
+                                                                 "y"),
+    "check_classifiers_multilabel_output_format_decision_function": (_TABLE + " with "
+                                                                     "multilabel y"),
+    # transformers (FalsePositiveFilter.transform)
+    "check_transformer_general": _FIT_TRANSFORM,
+    "check_transformer_data_not_an_array": _FIT_TRANSFORM,
+    "check_transformer_preserve_dtypes": _FIT_TRANSFORM,
+    # input that is not images at all
+    "check_estimator_sparse_tag": _SPARSE,
+    "check_estimator_sparse_array": _SPARSE,
+    "check_estimator_sparse_matrix": _SPARSE,
     "check_complex_data": ("a complex X is refused with a TypeError naming its dtype (the "
                            "package's rule for a wrong dtype); the check wants a ValueError"),
     "check_dtype_object": ("an object X is refused with a TypeError naming its dtype (the "
@@ -139,6 +180,35 @@ def changed_after_fit(estimator, names, *, tuning, tuned):
     return changed
 
 
+@contextlib.contextmanager
+def restore_on_failure(estimator):
+    """Run (part of) a fit; if it raises, or is interrupted, put ``estimator`` back as it was.
+
+    A fit that fails midway leaves neither a half-set fitted state (``folds_``
+    without ``estimators_``, ``classes_`` without a network) nor a
+    half-overwritten earlier fit: an unfitted estimator stays unfitted, a
+    fitted one keeps its earlier attributes. Fits replace their attributes,
+    never change them in place, so a shallow copy of ``__dict__`` suffices.
+    """
+    saved = dict(estimator.__dict__)
+    try:
+        yield
+    except BaseException:
+        estimator.__dict__.clear()
+        estimator.__dict__.update(saved)
+        raise
+
+
+def restores_on_failure(fit):
+    """Decorator of a ``fit`` method: the whole fit under :func:`restore_on_failure`."""
+    @functools.wraps(fit)
+    def wrapper(self, *args, **kwargs):
+        with restore_on_failure(self):
+            return fit(self, *args, **kwargs)
+
+    return wrapper
+
+
 def row_chunks(n, step):
     """Slices of ``step`` rows covering ``range(n)``."""
     return [slice(start, min(start + step, n)) for start in range(0, n, step)]
@@ -179,7 +249,7 @@ def as_rows(X, *, name="X"):
     reject_single_path(X, name=name)
     if is_paths(X):
         return check_paths(X, name=name)
-    if isinstance(X, (str, bytes)) or not hasattr(X, "__len__") and not hasattr(X, "__array__"):
+    if not is_array_like(X):
         check_images(X, name=name)  # raises its TypeError
     X = np.asarray(X)
     check_images(X[:1] if X.ndim in (3, 4) else X, name=name)
@@ -191,10 +261,19 @@ def as_mask_rows(y, *, name="y"):
     reject_single_path(y, name=name, kind="mask")
     if is_paths(y):
         return check_paths(y, name=name)
-    if isinstance(y, (str, bytes)) or not hasattr(y, "__len__") and not hasattr(y, "__array__"):
-        raise TypeError(f"{name} must be an array of masks or a list of mask files; got "
-                        f"{type(y).__name__}.")
+    check_array_like(y, name=name, what="an array of masks or a list of mask files")
     return np.asarray(y)
+
+
+def check_validation_data(validation_data):
+    """``validation_data`` as given, once it is a pair ``(X_val, y_val)``; else a TypeError."""
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise TypeError("validation_data must be a tuple (X_val, y_val); got "
+                        f"{type(validation_data).__name__}"
+                        + (f" of {len(validation_data)}" if isinstance(validation_data,
+                                                                      (tuple, list)) else "")
+                        + ".")
+    return validation_data
 
 
 def take_rows(X, rows):

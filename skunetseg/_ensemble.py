@@ -10,25 +10,14 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import (
     DEFAULT_CHUNK,
     SegmenterMixin,
-    as_mask_rows,
-    as_rows,
-    binarizes_masks,
     changed_after_fit,
     pair_dice,
     read_truth,
     record_fit_params,
+    restores_on_failure,
     take_rows,
 )
-from ._crossfit import (
-    check_fold_classes,
-    class_strata,
-    fit_folds,
-    fit_predict_fold,
-    held_out,
-    label_values,
-    make_folds,
-    out_of_fold,
-)
+from ._crossfit import check_fit_input, cross_fit, held_out, mean_maps
 from ._export import ExportMixin
 from ._persistence import SaveMixin
 from ._segmenter import UNetSegmenter
@@ -40,14 +29,6 @@ __all__ = ["FoldEnsemble"]
 _POSTPROCESSING_PARAMS = ("threshold", "min_area", "min_component_area")
 
 
-def _fit_fold(train, test, fold, *, estimator, X, y, verbose):
-    """Fit one fold's model, watching the held-out fold; return it and its held-out proba."""
-    if verbose:
-        print(f"[FoldEnsemble] fold {fold + 1}: training on {len(train)} images, "
-              f"validating on {len(test)}", flush=True)
-    return fit_predict_fold(estimator, X, y, train, test, validation_data="test")
-
-
 def _candidates(given, applies=True):
     """The search grid of a post-processing parameter: the default one when not given,
     the given value alone when it is one number, the default grid for per-class values
@@ -55,27 +36,6 @@ def _candidates(given, applies=True):
     if not applies or given is None or np.ndim(given) > 0:
         return None
     return [float(given)]
-
-
-def _repeat_states(random_state, n_repeats):
-    """The ``random_state`` of each repeat's split: the given one for the first, then
-    ``random_state + r`` for an int (a RandomState instance draws anew each time)."""
-    if isinstance(random_state, Integral):
-        return [random_state + r for r in range(n_repeats)]
-    return [random_state] * n_repeats
-
-
-def _mean_maps(probas):
-    """Elementwise mean of several models' probabilities: arrays, or lists of per-image maps."""
-    if len(probas) == 1:
-        return probas[0]
-    if any(isinstance(proba, list) for proba in probas):
-        return [None if any(m is None for m in maps) else
-                np.mean(maps, axis=0, dtype=np.float32) for maps in zip(*probas, strict=True)]
-    total = probas[0].astype(np.float32, copy=True)
-    for proba in probas[1:]:
-        total += proba
-    return total / np.float32(len(probas))
 
 
 class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
@@ -103,7 +63,8 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
         (empty images, images with class 1, ... spread evenly over the folds;
         plain shuffled ``KFold`` when no such pattern is held by ``k`` images);
         any scikit-learn splitter (``GroupKFold`` keeps the images of a patient or
-        a scene together: pass ``groups`` to ``fit``) or iterable of
+        a scene together: pass ``groups`` to ``fit``; a ``StratifiedKFold`` is
+        given the class pattern of each image as its ``y``) or iterable of
         ``(train, test)`` index arrays works.
     n_repeats : int, default=1
         Repeat the split of an int ``cv`` this many times with another shuffle
@@ -240,6 +201,7 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
         return UNetSegmenter() if self.estimator is None else self.estimator
 
     @_fit_context(prefer_skip_nested_validation=False)
+    @restores_on_failure  # a failed or interrupted fit changes nothing
     def fit(self, X, y, groups=None):
         """Train one clone of ``estimator`` per fold, validating on the held-out fold.
 
@@ -256,37 +218,17 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
         -------
         self : FoldEnsemble
         """
-        X, y = as_rows(X, name="X"), as_mask_rows(y, name="y")
-        if len(X) != len(y):
-            raise ValueError(f"X and y must hold the same number of images; got {len(X)} and "
-                             f"{len(y)}.")
-        binarize = binarizes_masks(self)  # read the masks as the fold models do
-        values = label_values(y, binarize=binarize)
-        if self.n_repeats > 1 and not (isinstance(self.cv, Integral)
-                                       and not isinstance(self.cv, bool)):
-            raise ValueError(
-                f"n_repeats={self.n_repeats} repeats the k-fold split of an int cv with "
-                f"another shuffle each time; got cv={self.cv!r}. Pass cv as an int, or "
-                "n_repeats=1 with a splitter of your own.")
-        strata = class_strata(y, values)
-        self.folds_ = [fold for state in _repeat_states(self.random_state, self.n_repeats)
-                       for fold in make_folds(self.cv, len(X), random_state=state,
-                                              groups=groups, strata=strata, min_folds=2)]
-        check_fold_classes(self.folds_, values)
-        fitted = fit_folds(_fit_fold, self.folds_, n_jobs=self.n_jobs,
-                           estimator=self._get_estimator(), X=X, y=y, verbose=self.verbose)
-        self.estimators_ = [estimator for estimator, _ in fitted]
+        X, y, binarize, values = check_fit_input(self, X, y)  # masks as the fold models read them
+        result = cross_fit(self._get_estimator(), X, y, cv=self.cv, groups=groups,
+                           n_repeats=self.n_repeats, random_state=self.random_state,
+                           values=values, validation_data="test", n_jobs=self.n_jobs,
+                           verbose=self.verbose, name="FoldEnsemble")
+        self.folds_, self.estimators_, oof_proba = result
         first = self.estimators_[0]
         self.encoding_ = first.encoding_
         self.classes_, self.n_classes_ = first.classes_, first.n_classes_
         self.target_type_ = first.target_type_
 
-        # one out-of-fold map per image: the mean over the repeats that held it out
-        probas = [proba for _, proba in fitted]
-        k = len(self.folds_) // self.n_repeats
-        oof_proba = _mean_maps([
-            out_of_fold(self.folds_[r * k:(r + 1) * k], probas[r * k:(r + 1) * k], len(X))
-            for r in range(self.n_repeats)])
         held_rows = np.unique(np.concatenate([test for _, test in self.folds_]))
         held_proba = held_out(oof_proba, held_rows)
         truth = read_truth(y, held_rows, self.encoding_, binarize=binarize)
@@ -374,7 +316,7 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
     def _chunk_proba(self, X, rows):
         """Mean of the fold models' probabilities of the images ``rows``."""
         part = take_rows(X, rows)
-        return _mean_maps([estimator.predict_proba(part) for estimator in self.estimators_])
+        return mean_maps([estimator.predict_proba(part) for estimator in self.estimators_])
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

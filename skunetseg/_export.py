@@ -50,13 +50,17 @@ def _divisor(input_dtype):
 
 
 def _segmenters(estimator):
-    """The fitted :class:`UNetSegmenter` models whose networks the export averages."""
-    from ._segmenter import UNetSegmenter
+    """The fitted one-network segmenters (:class:`UNetSegmenter`) whose networks the
+    export averages: the estimator itself, or the fold models of an ensemble.
 
+    A one-network segmenter is an :class:`ExportMixin` without fold models of its
+    own; asking that, rather than naming the class, keeps this module free of an
+    import of ``_segmenter``, which imports it.
+    """
     members = getattr(estimator, "estimators_", None)
     members = [estimator] if members is None else list(members)
     for member in members:
-        if type(member) is not UNetSegmenter:
+        if not isinstance(member, ExportMixin) or hasattr(member, "estimators_"):
             raise TypeError(
                 f"export needs fold models that are UNetSegmenter; this "
                 f"{type(estimator).__name__} holds a {type(member).__name__}, whose "

@@ -24,23 +24,23 @@ from ._base import (
     SegmenterMixin,
     as_mask_rows,
     as_rows,
-    binarizes_masks,
     changed_after_fit,
+    check_validation_data,
     pair_dice,
     presence,
     read_truth,
     record_fit_params,
+    restores_on_failure,
     row_chunks,
     take_rows,
 )
 from ._crossfit import (
-    check_fold_classes,
-    class_strata,
+    check_fit_input,
+    check_same_classes,
+    cross_fit,
     fit_folds,
     fit_with_validation,
     held_out,
-    label_values,
-    make_folds,
 )
 from ._images import is_paths
 from ._persistence import SaveMixin
@@ -186,15 +186,7 @@ def _model_params(estimator):
 def _fit_checked(template, X, y, encoding, validation_data, who, groups=None):
     """Fit a clone of ``template``; refuse it when it reads ``y`` as other classes."""
     segmenter = fit_with_validation(clone(template), X, y, validation_data, groups=groups)
-    fitted = segmenter.encoding_
-    if (fitted.target_type != encoding.target_type
-            or not np.array_equal(fitted.classes, encoding.classes)):
-        raise ValueError(
-            f"{who} reads the masks as {fitted.target_type} with classes "
-            f"{fitted.classes.tolist()}, but y holds {encoding.target_type} masks with "
-            f"classes {encoding.classes.tolist()}: every fit must see the same classes "
-            "(use fewer cv folds, or masks in the segmenter's format)."
-        )
+    check_same_classes(segmenter, encoding, who)
     return segmenter
 
 
@@ -202,19 +194,6 @@ def _image_presence(classifier, X):
     """Presence probabilities ``(n, n_classes)`` of an image classifier."""
     proba = np.asarray(classifier.predict_proba(X))
     return proba if proba.ndim == 2 else proba[:, np.newaxis]
-
-
-def _fit_fold(train, test, fold, *, segmenter, classifier, X, y, labels, encoding,
-              validation_data):
-    """One fold: the held-out probabilities and (image classifier) presence of ``test``."""
-    model = _fit_checked(segmenter, take_rows(X, train), take_rows(y, train), encoding,
-                         validation_data, "A fold's segmenter")
-    held = take_rows(X, test)
-    proba = model.predict_proba(held)
-    if classifier is None:
-        return proba, None
-    fold_classifier = clone(classifier).fit(take_rows(X, train), labels[train])
-    return proba, _image_presence(fold_classifier, held)
 
 
 def _fit_fold_classifier(train, test, fold, *, classifier, X, labels):
@@ -301,8 +280,9 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
     cv : int, cross-validation generator, iterable or None, default=3
         Folds giving the out-of-fold predictions over the training images (see
         Notes): an int ``k`` is a shuffled ``StratifiedKFold`` over which
-        classes each image holds, as in :class:`~skunetseg.FoldEnsemble`.
-        Test folds must not overlap; they may leave images out:
+        classes each image holds, as in :class:`~skunetseg.FoldEnsemble`, and
+        a splitter gets that pattern as its ``y`` and ``groups``. Test folds
+        must not overlap; they may leave images out:
         ``ShuffleSplit(n_splits=1, test_size=0.2)`` is a holdout, which costs
         one extra fit instead of ``cv``. None: no cross-fitting; the held-out
         predictions are those of ``validation_data`` alone (image classifiers
@@ -450,6 +430,7 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=False)
+    @restores_on_failure  # a failed or interrupted fit changes nothing
     def fit(self, X, y, validation_data=None, groups=None):
         """Fit the segmenter and the presence classifier, and set the thresholds.
 
@@ -472,12 +453,8 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
         -------
         self : FalsePositiveFilter
         """
-        X, y = as_rows(X, name="X"), as_mask_rows(y, name="y")
-        if len(X) != len(y):
-            raise ValueError(f"X and y must hold the same number of images; got {len(X)} "
-                             f"and {len(y)}.")
-        self._binarize = binarize = binarizes_masks(self)  # read masks as the segmenter does
-        values = label_values(y, binarize=binarize)
+        X, y, binarize, values = check_fit_input(self, X, y)  # masks as the segmenter reads
+        self._binarize = binarize
         encoding = _encoding_of(y, values, binarize)
         columns = slice(1, None) if encoding.target_type == "multiclass" else slice(None)
         labels = self._presence_labels(y, encoding, columns)
@@ -485,8 +462,7 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
         kind, classifier = self._get_classifier()
         valid = None
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise TypeError("validation_data must be a tuple (X_val, y_val).")
+            validation_data = check_validation_data(validation_data)
             valid = (as_rows(validation_data[0], name="validation_data[0]"),
                      as_mask_rows(validation_data[1], name="validation_data[1]"))
             validation_data = valid
@@ -550,16 +526,27 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
             self.classifiers_ = [self._fit_final_classifier(classifier, X, labels,
                                                             validation_data, columns)]
             return None, None, None
-        image_classifier = classifier if kind == "image" else None
         if self._reuses_ensemble_folds():
-            folds, held_proba, image_presence = self._ensemble_held_out(
-                X, y, encoding, labels, image_classifier, validation_data, groups)
+            # the ensemble, fitted once: its folds and out-of-fold maps are the filter's
+            template = clone(self.segmenter).set_params(store_oof_proba=True)
+            self.segmenter_ = _fit_checked(template, X, y, encoding, validation_data,
+                                           "The segmenter", groups=groups)
+            folds, oof_proba = self.segmenter_.folds_, self.segmenter_.oof_proba_
         else:
-            folds, held_proba, image_presence = self._cross_fitted_held_out(
-                X, y, encoding, labels, values, image_classifier, validation_data, groups)
+            folds, _, oof_proba = cross_fit(
+                self._fold_segmenter(), X, y, cv=self.cv, groups=groups,
+                random_state=self.random_state, values=values,
+                validation_data=validation_data, encoding=encoding, min_folds=1,
+                return_estimators=False, n_jobs=self.n_jobs)
+            self.segmenter_ = _fit_checked(self.segmenter, X, y, encoding, validation_data,
+                                           "The segmenter")
         held_rows = np.concatenate([test for _, test in folds])
+        held_proba = held_out(oof_proba, held_rows)
         held_truth = read_truth(y, held_rows, encoding, binarize=self._binarize)
-        if kind == "image":
+        if kind == "image":  # k image classifiers give the held-out presence, then one more
+            image_presence = np.concatenate(fit_folds(
+                _fit_fold_classifier, folds, n_jobs=self.n_jobs, classifier=classifier, X=X,
+                labels=labels))
             self.classifiers_ = [self._fit_final_classifier(classifier, X, labels,
                                                             validation_data, columns)]
             return held_truth, held_proba, image_presence
@@ -583,45 +570,6 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
         from ._ensemble import FoldEnsemble
 
         return isinstance(self.segmenter, FoldEnsemble)
-
-    def _cross_fitted_held_out(self, X, y, encoding, labels, values, image_classifier,
-                               validation_data, groups):
-        """Folds of ``cv``: a clone of the segmenter (and of the image classifier) per fold,
-        then ``segmenter_`` on all of ``X``. Returns (folds, held-out maps, presence)."""
-        folds = make_folds(self.cv, len(X), random_state=self.random_state,
-                           split_y=labels[:, 0] if labels.shape[1] == 1 else labels,
-                           strata=class_strata(y, values), groups=groups, min_folds=1)
-        check_fold_classes(folds, values)
-        fitted = fit_folds(_fit_fold, folds, n_jobs=self.n_jobs,
-                           segmenter=self._fold_segmenter(), classifier=image_classifier,
-                           X=X, y=y, labels=labels, encoding=encoding,
-                           validation_data=validation_data)
-        held_proba = fitted[0][0]
-        for proba, _ in fitted[1:]:
-            held_proba = _join(held_proba, proba)
-        self.segmenter_ = _fit_checked(self.segmenter, X, y, encoding, validation_data,
-                                       "The segmenter")
-        image_presence = (None if image_classifier is None
-                          else np.concatenate([presence for _, presence in fitted]))
-        return folds, held_proba, image_presence
-
-    def _ensemble_held_out(self, X, y, encoding, labels, image_classifier, validation_data,
-                           groups):
-        """A FoldEnsemble segmenter: fitted once, its folds and out-of-fold maps are the
-        held-out predictions, and only the image classifiers are cross-fitted on its folds
-        (``k + 1`` classifiers, no further segmenter). Returns (folds, held-out maps,
-        presence)."""
-        template = clone(self.segmenter).set_params(store_oof_proba=True)
-        self.segmenter_ = _fit_checked(template, X, y, encoding, validation_data,
-                                       "The segmenter", groups=groups)
-        folds = self.segmenter_.folds_
-        held_rows = np.concatenate([test for _, test in folds])
-        held_proba = held_out(self.segmenter_.oof_proba_, held_rows)
-        if image_classifier is None:
-            return folds, held_proba, None
-        presence_parts = fit_folds(_fit_fold_classifier, folds, n_jobs=self.n_jobs,
-                                   classifier=image_classifier, X=X, labels=labels)
-        return folds, held_proba, np.concatenate(presence_parts)
 
     def _fit_final_classifier(self, classifier, X, labels, validation_data, columns):
         """The image classifier fitted on all of ``X`` (watching the validation images)."""

@@ -2,11 +2,11 @@
 
 import copy
 import os
-from numbers import Integral
 
 import cv2
 import numpy as np
 
+from ._checks import check_array_like, check_height_width, is_array_like
 from .io import (
     _describe,
     _resize,
@@ -39,11 +39,8 @@ def check_images(X, *, name="X", n_channels=None):
     -------
     images : ndarray of shape (n, H, W, C), dtype float32
     """
-    if isinstance(X, (str, bytes)) or not hasattr(X, "__len__") and not hasattr(X, "__array__"):
-        raise TypeError(
-            f"{name} must be an array of images of shape (n_images, height, width) or "
-            f"(n_images, height, width, channels); got {type(X).__name__}."
-        )
+    check_array_like(X, name=name, what="an array of images of shape (n_images, height, "
+                     "width) or (n_images, height, width, channels)")
     X = np.asarray(X)
     if X.dtype == object or not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
         raise TypeError(
@@ -88,14 +85,7 @@ def value_range(images, dtype):
     return float(np.min(images)), float(np.max(images))
 def check_input_size(size):
     """The ``input_size`` parameter as a tuple (height, width) of ints, or None."""
-    if size is None:
-        return None
-    if (isinstance(size, str) or np.ndim(size) != 1 or len(size) != 2
-            or not all(isinstance(v, Integral) and not isinstance(v, bool) and v > 0
-                       for v in size)):
-        raise ValueError("The 'input_size' parameter must be None or a pair (height, width) "
-                         f"of positive integers; got {size!r}.")
-    return int(size[0]), int(size[1])
+    return check_height_width(size, name="The 'input_size' parameter", allow_none=True)
 
 
 def pad_to_multiple(images, multiple=SIZE_MULTIPLE, mode="reflect"):
@@ -328,7 +318,7 @@ def image_source(X, *, name="X", size=None, n_channels=None):
     reject_single_path(X, name=name)
     if is_paths(X):
         return PathImages(X, name=name, size=size, n_channels=n_channels)
-    if not isinstance(X, (str, bytes)) and (hasattr(X, "__len__") or hasattr(X, "__array__")):
+    if is_array_like(X):
         X = np.asarray(X)
     images = check_images(X, name=name, n_channels=n_channels)
     return ArrayImages(images, size, X.dtype, value_range(images, X.dtype))

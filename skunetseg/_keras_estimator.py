@@ -7,7 +7,6 @@ parameters ``encoder_weights``, ``validation_fraction`` and ``random_state``.
 Its one hook is :meth:`KerasModelMixin._build_model`.
 """
 
-import contextlib
 import copy
 import hashlib
 import math
@@ -91,21 +90,6 @@ class KerasModelMixin(SaveMixin):
         """Drop the network and any weights left by unpickling, before a new fit."""
         self._model = None
         self.__dict__.pop("_weights", None)
-
-    @contextlib.contextmanager
-    def _fit_or_restore(self):
-        """Run a fit; if it raises (or is interrupted), put the estimator back as it was.
-
-        A fit that fails midway leaves neither a half-set fitted state (``classes_``
-        without a network) nor a half-overwritten earlier fit.
-        """
-        saved = dict(self.__dict__)
-        try:
-            yield
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            raise
 
     # ------------------------------------------------- the fitted network
     def _architecture(self):

@@ -9,7 +9,14 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import check_backbone
-from ._base import IMAGE_INPUT_FAILED_CHECKS, assemble, row_chunks
+from ._base import (
+    IMAGE_INPUT_FAILED_CHECKS,
+    assemble,
+    check_validation_data,
+    restore_on_failure,
+    row_chunks,
+)
+from ._checks import check_array_like
 from ._images import check_input_size, image_source
 from ._keras_estimator import KerasModelMixin, _keras_side
 from .augment import AUGMENT_PRESETS, resolve_augmenter
@@ -244,7 +251,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         -------
         self : PresenceClassifier
         """
-        with self._fit_or_restore():  # a failed or interrupted fit changes nothing
+        with restore_on_failure(self):  # a failed or interrupted fit changes nothing
             return self._fit(X, y, validation_data)
 
     def _fit(self, X, y, validation_data):
@@ -255,8 +262,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         images = source.take(slice(None))
         labels = self._fit_labels(y, len(images))
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise TypeError("validation_data must be a tuple (X_val, y_val).")
+            check_validation_data(validation_data)
             valid_images = image_source(validation_data[0], name="validation_data[0]",
                                         size=size, n_channels=images.shape[-1]).take(slice(None))
             valid = (valid_images, self._encode_labels(validation_data[1], len(valid_images),
@@ -325,8 +331,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
 
     @staticmethod
     def _check_label_array(y, n_images, name):
-        if isinstance(y, (str, bytes)) or not hasattr(y, "__len__") and not hasattr(y, "__array__"):
-            raise TypeError(f"{name} must be an array of labels; got {type(y).__name__}.")
+        check_array_like(y, name=name, what="an array of labels")
         y = np.asarray(y)
         if y.ndim not in (1, 2):
             raise ValueError(f"{name} must have shape (n_images,) or (n_images, n_classes); "

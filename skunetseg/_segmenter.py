@@ -8,7 +8,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._backbones import LOSS_NAMES, check_backbone
-from ._base import SegmenterMixin
+from ._base import SegmenterMixin, check_validation_data, restore_on_failure
 from ._export import ExportMixin
 from ._images import (
     ArrayImages,
@@ -408,7 +408,7 @@ or list of paths
         self._postprocessing(encoding)
         train, valid = self._split(images, targets, validation_data, encoding)
         resolve_augmenter(self.augment)  # validate it here, before any worker starts
-        with self._fit_or_restore():  # a failed or interrupted fit changes nothing
+        with restore_on_failure(self):  # a failed or interrupted fit changes nothing
             self._forget_model()
             self._set_target_layout(encoding, images.n_channels)
             if self.fit_in_subprocess:
@@ -517,8 +517,7 @@ or list of paths
         The images are image sources (in-memory ones already at ``input_size``).
         """
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise TypeError("validation_data must be a tuple (X_val, y_val).")
+            check_validation_data(validation_data)
             valid_images = image_source(validation_data[0], name="validation_data[0]",
                                         size=self._input_size(), n_channels=images.n_channels)
             _, valid_targets = self._targets(valid_images, validation_data[1],

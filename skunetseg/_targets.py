@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._checks import check_array_like
+
 #: A multiclass target with more labels than this gets a warning (gray levels read as labels?).
 MAX_CLASSES = 32
 
@@ -108,8 +110,7 @@ class TargetEncoding:
 
 
 def _as_label_array(y, name):
-    if isinstance(y, (str, bytes)) or not hasattr(y, "__len__") and not hasattr(y, "__array__"):
-        raise TypeError(f"{name} must be an array of masks; got {type(y).__name__}.")
+    check_array_like(y, name=name, what="an array of masks")
     y = np.asarray(y)
     if y.dtype == object or not (np.issubdtype(y.dtype, np.number) or y.dtype == bool):
         raise TypeError(

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from . import _atomic
+from ._checks import check_array_like, check_height_width
 
 __all__ = [
     "read_image",
@@ -410,19 +411,6 @@ def check_image_files(paths, *, name="X"):
     return paths
 
 
-def _check_size(size):
-    """Return ``size`` as a pair ``(height, width)`` of positive ints."""
-    message = f"size must be a pair (height, width) of positive integers or None; got {size!r}."
-    try:
-        height, width = size
-    except (TypeError, ValueError):
-        raise ValueError(message) from None
-    if not all(isinstance(v, Integral) and not isinstance(v, bool) and v > 0
-               for v in (height, width)):
-        raise ValueError(message)
-    return int(height), int(width)
-
-
 def _check_kind(kind, interpolation):
     if kind not in _KINDS:
         raise ValueError(f"kind must be 'image' or 'mask'; got {kind!r}.")
@@ -501,8 +489,7 @@ def read_images(paths, *, name="X", kind="image", size=None, interpolation=None,
     _check_kind(kind, interpolation)
     if binarize and kind != "mask":
         raise ValueError("binarize=True applies to masks only (kind='mask').")
-    if size is not None:
-        size = _check_size(size)
+    size = check_height_width(size, name="size", allow_none=True)
     paths = check_paths(paths, name=name)
     first = _read_one(paths[0], kind, size, interpolation, binarize)
     stack = np.empty((len(paths),) + first.shape, dtype=first.dtype)
@@ -744,9 +731,7 @@ def _prediction_names(X):
             raise ValueError(f"X holds files with the same name (without extension), whose "
                              f"masks would have the same name: {_listing(sorted(set(repeated)))}.")
         return paths, None, stems
-    if not hasattr(X, "__len__") and not hasattr(X, "__array__"):
-        raise TypeError(f"X must be a list of image paths or an array of images; got "
-                        f"{type(X).__name__}.")
+    check_array_like(X, name="X", what="a list of image paths or an array of images")
     images = np.asarray(X)
     if images.ndim not in (3, 4) or len(images) == 0:
         raise ValueError(f"X must be a list of image paths or an array of shape (n_images, "

@@ -23,24 +23,12 @@ import os
 import numpy as np
 
 from . import _atomic
+from ._checks import check_height_width
 
 __all__ = ["rle_encode", "rle_decode", "masks_from_csv", "masks_to_csv"]
 
 _ID_COLUMN = "Image_Label"
 _RLE_COLUMN = "EncodedPixels"
-
-
-def _check_shape(shape):
-    """Return ``shape`` as a tuple ``(height, width)`` of non-negative ints."""
-    message = f"shape must be a pair (height, width) of non-negative integers; got {shape!r}."
-    try:
-        height, width = shape
-    except (TypeError, ValueError):
-        raise ValueError(message) from None
-    for size in (height, width):
-        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 0:
-            raise ValueError(message)
-    return int(height), int(width)
 
 
 def _check_labels(labels):
@@ -181,7 +169,7 @@ def rle_decode(rle, shape):
     >>> rle_decode("", (1, 2))
     array([[0, 0]], dtype=uint8)
     """
-    height, width = _check_shape(shape)
+    height, width = check_height_width(shape, name="shape", positive=False)
     n_pixels = height * width
     if _is_missing(rle):
         rle = ""
@@ -285,7 +273,7 @@ def masks_from_csv(path_or_file, labels, shape):
            [0, 0]], dtype=uint8)
     """
     labels = _check_labels(labels)
-    shape = _check_shape(shape)
+    shape = check_height_width(shape, name="shape", positive=False)
     if isinstance(path_or_file, (str, os.PathLike)):
         with open(path_or_file, newline="", encoding="utf-8") as file:
             rows = _read_rows(file, labels)

@@ -10,7 +10,13 @@ import pytest
 from conftest import SMALL, synthetic_images
 from sklearn.base import BaseEstimator
 from sklearn.frozen import FrozenEstimator
-from sklearn.model_selection import KFold, ShuffleSplit, StratifiedKFold
+from sklearn.model_selection import (
+    GroupKFold,
+    KFold,
+    ShuffleSplit,
+    StratifiedGroupKFold,
+    StratifiedKFold,
+)
 
 from skunetseg import (
     FalsePositiveFilter,
@@ -115,7 +121,7 @@ def test_folds_are_checked_before_any_fold_trains():
 
 def test_int_cv_means_the_same_stratified_shuffled_folds_in_both_meta_estimators(
         monkeypatch):
-    import skunetseg._false_positive as false_positive
+    import skunetseg._crossfit as crossfit
     X, y = synthetic_images(n=12, height=8, width=8, seed=3)
     has_object = y.reshape(len(y), -1).any(axis=1)
     assert 3 <= has_object.sum() <= 9  # two patterns, each in 3 images or more
@@ -124,12 +130,45 @@ def test_int_cv_means_the_same_stratified_shuffled_folds_in_both_meta_estimators
     ensemble = FoldEnsemble(Thresholded(), cv=3, random_state=4).fit(X, y)
     assert [test.tolist() for _, test in ensemble.folds_] == expected
     made = []
-    monkeypatch.setattr(false_positive, "make_folds",
+    monkeypatch.setattr(crossfit, "make_folds",
                         lambda *args, **kwargs: made.append(make_folds(*args, **kwargs))
                         or made[-1])
     fp_filter = FalsePositiveFilter(Thresholded(), "features", cv=3, random_state=4).fit(X, y)
     assert [test.tolist() for _, test in made[0]] == expected
     assert fp_filter.n_held_out_ == 12
+
+
+def held_out_rows(folds):
+    return [sorted(test.tolist()) for _, test in folds]
+
+
+@pytest.mark.parametrize("splitter", [StratifiedKFold(3, shuffle=True, random_state=2),
+                                      GroupKFold(3), StratifiedGroupKFold(3)],
+                         ids=lambda splitter: type(splitter).__name__)
+def test_any_splitter_gets_the_class_pattern_as_y_and_groups_in_both_meta_estimators(
+        splitter, monkeypatch):
+    import skunetseg._crossfit as crossfit
+    X, y = synthetic_images(n=12, height=8, width=8, seed=3)
+    has_object = y.reshape(len(y), -1).any(axis=1)
+    grouped = not isinstance(splitter, StratifiedKFold)
+    groups = np.arange(12) // 2 if grouped else None  # six groups of two images
+    expected = held_out_rows(splitter.split(X, has_object, groups))
+    made = []
+    monkeypatch.setattr(crossfit, "make_folds",
+                        lambda *args, **kwargs: made.append(make_folds(*args, **kwargs))
+                        or made[-1])
+    ensemble = FoldEnsemble(Thresholded(), cv=splitter).fit(X, y, groups=groups)
+    FalsePositiveFilter(Thresholded(), "features", cv=splitter).fit(X, y, groups=groups)
+    around_ensemble = FalsePositiveFilter(FoldEnsemble(Thresholded(), cv=splitter),
+                                          "features").fit(X, y, groups=groups)
+    assert held_out_rows(ensemble.folds_) == expected
+    assert held_out_rows(made[1]) == expected  # the filter's own cross-fitting
+    assert held_out_rows(around_ensemble.segmenter_.folds_) == expected
+    for folds in (ensemble.folds_, made[1], around_ensemble.segmenter_.folds_):
+        for train, test in folds:
+            if grouped:  # groups stay on one side
+                assert not set(groups[train]) & set(groups[test])
+            assert has_object[train].any() and not has_object[train].all()
 
 
 # ------------------------------------------- the table: files of three sizes
