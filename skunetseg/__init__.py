@@ -12,10 +12,9 @@ from ._persistence import InconsistentVersionWarning, load, save_model
 from ._presence import PresenceClassifier
 from ._segmenter import UNetSegmenter
 from ._targets import TargetEncoding
+from ._version import __version__  # noqa: F401  (the package version)
 from .metrics import dice_score, dice_scorer, make_dice_scorer, mask_accuracy_score
 from .preprocessing import ImagePreprocessor
-
-__version__ = "0.1.0"
 
 __all__ = [
     "UNetSegmenter",

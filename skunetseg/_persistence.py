@@ -132,7 +132,7 @@ def current_versions():
 
     import sklearn
 
-    from . import __version__
+    from ._version import __version__
 
     try:
         keras_version = version("keras")

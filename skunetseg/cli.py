@@ -69,7 +69,7 @@ def _build_parser():
         prog="skunetseg",
         description="U-Net image segmentation on folders of images (skunetseg).",
         epilog="Exit codes: 0 success, 1 error, 2 usage error, 130 interrupted.")
-    from . import __version__
+    from ._version import __version__
     from .augment import AUGMENT_PRESETS
 
     parser.add_argument("--version", action="version", version=f"skunetseg {__version__}")
