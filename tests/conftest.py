@@ -9,6 +9,10 @@ import joblib
 import numpy as np
 import pytest
 
+# albumentations looks online for a newer release on import; this machine (and CI) has no
+# internet beyond the package registries, so the look-up only waits for its time-out
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
 #: A small, fast U-Net configuration for unit tests. Tracing the Keras graphs dominates
 #: a tiny fit; VGG16 traces fastest (about 9 s a fit on 2 CPU cores, against 12 s for
 #: resnet18), and skipping the validation split saves tracing the validation graph.
