@@ -29,6 +29,16 @@ __all__ = ["FoldEnsemble"]
 _POSTPROCESSING_PARAMS = ("threshold", "min_area", "min_component_area")
 
 
+def _same_setting(new, old):
+    """Whether a post-processing value (number, per-class values or None) is unchanged;
+    a scalar equals per-class values that all hold it."""
+    if new is None or old is None:
+        return new is None and old is None
+    new, old = np.asarray(new, dtype=float), np.asarray(old, dtype=float)
+    return bool(np.all(np.broadcast_to(new, np.broadcast_shapes(new.shape, old.shape))
+                       == np.broadcast_to(old, np.broadcast_shapes(new.shape, old.shape))))
+
+
 def _candidates(given, applies=True):
     """The search grid of a post-processing parameter: the default one when not given,
     the given value alone when it is one number, the default grid for per-class values
@@ -297,6 +307,8 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
         (``set_params`` after fit), except the ``threshold`` and ``min_area`` that
         ``tune_postprocessing`` chose, which win (with a warning)."""
         check_is_fitted(self)
+        if "encoding_" not in self.__dict__:
+            return  # fold models put together by hand, not by fit: probabilities only
         changed_after_fit(self, _POSTPROCESSING_PARAMS, tuning="tune_postprocessing",
                                     tuned=("threshold", "min_area"))
         threshold, min_area, min_component_area = self._own_or_fold_postprocessing()
@@ -307,7 +319,11 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
             min_area = self.min_areas_
             if self.thresholds_ is not None:
                 threshold = self.thresholds_
-        self._store_postprocessing(threshold, min_area, min_component_area)
+        current = self.__dict__.get("postprocessing_")
+        if current is None or not all(_same_setting(new, old) for new, old in (
+                (threshold, current.threshold), (min_area, current.min_area),
+                (min_component_area, current.min_component_area))):
+            self._store_postprocessing(threshold, min_area, min_component_area)
 
     def _chunk_size(self):
         inner = getattr(self.estimators_[0], "_chunk_size", None)

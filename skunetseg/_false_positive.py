@@ -637,8 +637,8 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
         changed_after_fit(self, ("presence_threshold", "max_blanked"), tuning="tune_threshold",
                           tuned=("presence_threshold", "max_blanked"))
         threshold = self._check_threshold(len(self.presence_thresholds_))
-        if not self.tune_threshold:
-            self.presence_thresholds_ = threshold
+        if not self.tune_threshold and not np.array_equal(threshold, self.presence_thresholds_):
+            self.presence_thresholds_ = threshold  # predicting changes nothing otherwise
 
     def _chunk_size(self):
         inner = getattr(self.segmenter_, "_chunk_size", None)

@@ -67,7 +67,7 @@ def test_fold_ensemble_exports_the_mean_of_its_fold_networks(fitted_binary, bina
     weights = other.model_.get_weights()
     weights[-1] = weights[-1] + 0.5  # the last bias: other probabilities
     other.model_.set_weights(weights)
-    ensemble = FoldEnsemble(cv=2)
+    ensemble = FoldEnsemble(cv=2, tune_postprocessing=False)  # put together, not fitted
     ensemble.estimators_ = [fitted_binary, other]
     # floats: predict_proba uses them as they are, and so does an input_dtype float export
     X = binary_data[0][:3].astype(np.float32) / 255

@@ -260,10 +260,12 @@ class ImageEcho(BaseEstimator):
 def test_fold_ensemble_and_grid_search_index_paths(disc_files):
     X, y, image_paths, mask_paths = disc_files
     paths = [str(path) for path in image_paths]
-    ensemble = FoldEnsemble(ImageEcho(), cv=KFold(3), threshold=0.5).fit(paths, y)
+    ensemble = FoldEnsemble(ImageEcho(), cv=KFold(3), threshold=0.5,
+                            tune_postprocessing=False).fit(paths, y)
     np.testing.assert_array_equal(ensemble.oof_proba_, check_images(X))
     # masks as files too: the same out-of-fold score, and the same test score
-    on_files = FoldEnsemble(ImageEcho(), cv=KFold(3), threshold=0.5).fit(paths, mask_paths)
+    on_files = FoldEnsemble(ImageEcho(), cv=KFold(3), threshold=0.5,
+                            tune_postprocessing=False).fit(paths, mask_paths)
     assert on_files.oof_score_ == ensemble.oof_score_
     assert on_files.score(paths, mask_paths) == ensemble.score(paths, y)
     for model, (train, test) in zip(ensemble.estimators_, ensemble.folds_, strict=True):
