@@ -102,21 +102,24 @@ def empty_images(targets, mask_fill):
     return np.array([bool((row == fill).all()) for row in targets], dtype=bool)
 
 
+def balances(empty, max_empty_share):
+    """Whether epochs are object-balanced for images whose emptiness is ``empty`` (bool):
+    the empty images are more than ``max_empty_share`` of all, and some hold an object."""
+    return max_empty_share is not None and empty.mean() > max_empty_share and not empty.all()
+
+
 def _epoch_draw(targets, mask_fill, max_empty_share, batch_size):
     """``(empty rows, object rows, empty images per epoch)``, or Nones for plain epochs.
 
-    Plain epochs (every image) unless the empty images are more than
-    ``max_empty_share`` of all; then each epoch draws ``n_empty`` of them, the
-    number that makes them ``max_empty_share`` of the epoch, at least
-    ``batch_size`` (and all of them when there is no object at all).
+    Each balanced epoch draws ``n_empty`` empty images: the number that makes them
+    ``max_empty_share`` of the epoch, at least ``batch_size`` (see :func:`balances`).
     """
     if max_empty_share is None:
         return None, None, None
     empty = empty_images(targets, mask_fill)
-    n_objects = int((~empty).sum())
-    if empty.mean() <= max_empty_share or n_objects == 0:
+    if not balances(empty, max_empty_share):
         return None, None, None
-    wanted = math.ceil(n_objects * max_empty_share / (1.0 - max_empty_share)) \
-        if max_empty_share < 1 else int(empty.sum())
+    n_objects = int((~empty).sum())
+    wanted = math.ceil(n_objects * max_empty_share / (1.0 - max_empty_share))
     n_empty = min(int(empty.sum()), max(wanted, batch_size))
     return np.flatnonzero(empty), np.flatnonzero(~empty), n_empty

@@ -277,9 +277,10 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         self._forget_model()
         self.n_channels_in_ = images.shape[-1]
         seed = self._seed()
+        from ._batches import balances
+
         absent = ~train[1].any(axis=1)  # images with no class present
-        if augmenter is None and (self.max_empty_share is None
-                                  or absent.mean() <= self.max_empty_share):
+        if augmenter is None and not balances(absent, self.max_empty_share):
             training, n_epoch = (self._network_input(train[0]), train[1]), len(train[0])
         else:
             from ._presence_model import PresenceBatches

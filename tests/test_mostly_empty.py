@@ -4,11 +4,10 @@ repeated fold ensembles and a false-positive filter that reuses its ensemble's f
 import numpy as np
 import pytest
 from conftest import SMALL
-from sklearn.base import BaseEstimator
 from sklearn.model_selection import GroupKFold, KFold
+from test_segmenter_contract import Thresholded
 
-from skunetseg import FalsePositiveFilter, FoldEnsemble, TargetEncoding, UNetSegmenter
-from skunetseg.postprocess import PostProcessing
+from skunetseg import FalsePositiveFilter, FoldEnsemble, UNetSegmenter
 
 
 def _mostly_empty(n=20, n_objects=3, size=32, seed=0):
@@ -105,29 +104,20 @@ def test_balanced_dice_weighs_empty_and_object_pairs_equally():
 
 
 # ------------------------------------------------------------ fold ensembles
-class Brightness(BaseEstimator):
-    """A segmenter of the public contract whose probability is the brightness; it
-    counts its fits in the class attribute ``fits``."""
+class Brightness(Thresholded):
+    """The contract's brightness segmenter, shifted by an offset that differs from fold
+    to fold; it counts its fits in the class attribute ``fits``."""
 
     fits = 0
 
-    def __init__(self, threshold=0.5):
-        self.threshold = threshold
-
     def fit(self, X, y, validation_data=None):
         type(self).fits += 1
-        self.encoding_ = TargetEncoding.from_targets(y)
-        self.postprocessing_ = PostProcessing.from_params(
-            self.encoding_.n_outputs, threshold=self.threshold,
-            activation=self.encoding_.activation)
-        self.classes_ = self.encoding_.classes
-        self.n_classes_, self.target_type_ = len(self.classes_), self.encoding_.target_type
-        self.offset_ = float(np.asarray(X).mean()) / 2550  # differs from fold to fold
+        super().fit(X, y, validation_data)
+        self.offset_ = float(np.asarray(X).mean()) / 2550
         return self
 
     def predict_proba(self, X):
-        return np.clip(np.asarray(X, dtype=np.float32)[..., np.newaxis] / 255 - self.offset_,
-                       0, 1)
+        return np.clip(super().predict_proba(X) - self.offset_, 0, 1)
 
 
 def test_fold_ensemble_repeats_its_split_and_averages_the_out_of_fold_maps():
