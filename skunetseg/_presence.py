@@ -413,6 +413,10 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         """scikit-learn's checks that cannot apply to image input, with the reason."""
         return IMAGE_INPUT_FAILED_CHECKS
 
+    #: ``predict_proba`` reads :class:`~skunetseg._images.DecodedImages` (see
+    #: skunetseg._base.SharedChunk).
+    _takes_decoded_images = True
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.three_d_array = True
