@@ -27,13 +27,13 @@ from sklearn.utils import _safe_indexing
 from sklearn.utils.validation import check_is_fitted
 
 from ._checks import check_array_like, is_array_like
-from ._images import check_images, is_paths, reject_single_path
+from ._images import DecodedImages, check_images, is_paths, reject_single_path
 from .io import binarize_mask, check_paths, read_mask
 from .metrics import dice_per_pair
 
 __all__ = ["SegmenterMixin", "assemble", "as_rows", "as_mask_rows", "take_rows", "read_truth",
            "pair_dice", "presence", "row_chunks", "binarizes_masks", "restore_on_failure",
-           "restores_on_failure", "check_validation_data"]
+           "restores_on_failure", "check_validation_data", "SharedChunk"]
 
 #: Images per chunk of an estimator that does not say (meta-estimators ask their model).
 DEFAULT_CHUNK = 64
@@ -244,8 +244,12 @@ def as_rows(X, *, name="X"):
     """``X`` checked as images, without copying: a list of paths or an array.
 
     Arrays are checked (dtype, dimensions) on their first image only; each
-    chunk is checked in full by the estimator that predicts it.
+    chunk is checked in full by the estimator that predicts it. Files decoded
+    by a meta-estimator (:class:`~skunetseg._images.DecodedImages`) pass as
+    they are.
     """
+    if isinstance(X, DecodedImages):
+        return X
     reject_single_path(X, name=name)
     if is_paths(X):
         return check_paths(X, name=name)
@@ -277,10 +281,37 @@ def check_validation_data(validation_data):
 
 
 def take_rows(X, rows):
-    """The rows ``rows`` (a slice or indices) of an array or a list of paths."""
-    if isinstance(rows, slice):
+    """The rows ``rows`` (a slice or indices) of an array, a list of paths or decoded files."""
+    if isinstance(rows, slice) or isinstance(X, DecodedImages):
         return X[rows]
     return _safe_indexing(X, np.asarray(rows))
+
+
+class SharedChunk:
+    """One chunk of images that several models predict: its files decoded at most once.
+
+    A meta-estimator wraps each chunk's rows (an array, a list of files, or
+    files a wrapping meta-estimator decoded already) and gives each of its
+    models ``chunk.for_model(model)``: the files decoded once, for the models
+    that read :class:`~skunetseg._images.DecodedImages` (those with the
+    ``_takes_decoded_images`` flag: the package's estimators), and the files
+    themselves for any other model (a user's segmenter under the contract).
+    ``FalsePositiveFilter(FoldEnsemble(UNetSegmenter))`` thus decodes each file
+    once per predict call, not once per fold model and once more for the
+    presence classifier.
+    """
+
+    def __init__(self, rows):
+        self.rows = rows
+        self._decoded = rows if isinstance(rows, DecodedImages) else None
+
+    def for_model(self, model):
+        """The chunk as ``model.predict_proba`` should get it."""
+        if not getattr(model, "_takes_decoded_images", False):
+            return self.rows.paths if isinstance(self.rows, DecodedImages) else self.rows
+        if self._decoded is None and is_paths(self.rows):
+            self._decoded = DecodedImages.read(self.rows)
+        return self.rows if self._decoded is None else self._decoded
 
 
 def binarizes_masks(estimator):
@@ -371,6 +402,9 @@ class SegmenterMixin:
     * optionally ``_chunk_size()``: images per chunk (default 64);
     * the fitted ``encoding_`` and ``postprocessing_`` of the contract.
     """
+
+    #: ``predict_proba`` reads :class:`~skunetseg._images.DecodedImages` (see SharedChunk).
+    _takes_decoded_images = True
 
     @property
     def _encoding(self):

@@ -10,6 +10,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import (
     DEFAULT_CHUNK,
     SegmenterMixin,
+    SharedChunk,
     changed_after_fit,
     pair_dice,
     read_truth,
@@ -330,9 +331,11 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
         return inner() if callable(inner) else DEFAULT_CHUNK
 
     def _chunk_proba(self, X, rows):
-        """Mean of the fold models' probabilities of the images ``rows``."""
-        part = take_rows(X, rows)
-        return mean_maps([estimator.predict_proba(part) for estimator in self.estimators_])
+        """Mean of the fold models' probabilities of the images ``rows`` (files decoded
+        once for all of them)."""
+        chunk = SharedChunk(take_rows(X, rows))
+        return mean_maps([estimator.predict_proba(chunk.for_model(estimator))
+                          for estimator in self.estimators_])
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

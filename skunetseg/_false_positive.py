@@ -22,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import (
     DEFAULT_CHUNK,
     SegmenterMixin,
+    SharedChunk,
     as_mask_rows,
     as_rows,
     changed_after_fit,
@@ -601,9 +602,11 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
         return features
 
     def _presence(self, X, proba):
-        """Presence probabilities ``(n, n_classes)`` of the images ``X``."""
+        """Presence probabilities ``(n, n_classes)`` of the images ``X`` (or a SharedChunk)."""
         if self.kind_ == "image":
-            return _image_presence(self.classifiers_[0], X)
+            classifier = self.classifiers_[0]
+            return _image_presence(classifier, X.for_model(classifier)
+                                   if isinstance(X, SharedChunk) else X)
         features = self._features(proba)
         return np.column_stack([_presence_column(classifier, features[:, k])
                                 for k, classifier in enumerate(self.classifiers_)])
@@ -645,10 +648,11 @@ class FalsePositiveFilter(SaveMixin, SegmenterMixin, MetaEstimatorMixin, BaseEst
         return inner() if callable(inner) else DEFAULT_CHUNK
 
     def _chunk_proba(self, X, rows):
-        """The segmenter's probabilities of the images ``rows``, filtered by their presence."""
-        part = take_rows(X, rows)
-        proba = self.segmenter_.predict_proba(part)
-        return self._filter(proba, self._presence(part, proba))
+        """The segmenter's probabilities of the images ``rows``, filtered by their presence
+        (files decoded once for the segmenter and the image classifier)."""
+        chunk = SharedChunk(take_rows(X, rows))
+        proba = self.segmenter_.predict_proba(chunk.for_model(self.segmenter_))
+        return self._filter(proba, self._presence(chunk, proba))
 
     def transform(self, X):
         """The filtered probability maps: the same as :meth:`predict_proba`.

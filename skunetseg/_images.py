@@ -219,21 +219,57 @@ class ArrayImages:
                            self.value_range)
 
 
+class DecodedImages:
+    """Image files decoded once, as :func:`skunetseg.io.read_image` gives them.
+
+    What a meta-estimator hands down to each of its models in place of the files
+    of one chunk (see :class:`skunetseg._base.SharedChunk`), so that the chunk is
+    decoded once, not once per model. The models read it as they read the files
+    (:class:`PathImages`): each image at its own size and dtype, resized and
+    scaled by each model as it would the file.
+    """
+
+    def __init__(self, paths, images):
+        self.paths = list(paths)
+        self.images = list(images)
+
+    @classmethod
+    def read(cls, paths, *, name="X"):
+        """Decode the files ``paths``, checked as :class:`PathImages` checks them."""
+        paths = check_image_files(paths, name=name)
+        return cls(paths, [read_image(path) for path in paths])
+
+    def __len__(self):
+        return len(self.paths)
+
+    def __getitem__(self, rows):
+        """The rows ``rows`` (a slice or indices), still decoded."""
+        if isinstance(rows, slice):
+            return DecodedImages(self.paths[rows], self.images[rows])
+        rows = np.asarray(rows).tolist()
+        return DecodedImages([self.paths[row] for row in rows],
+                             [self.images[row] for row in rows])
+
+
 class PathImages:
     """Image files read on demand, scaled like :func:`check_images` and resized to ``size``.
 
     The first file is read once to learn the channels, dtype and (without
     ``size``) the size that every other file must share; a file that differs is
-    reported with both names when its batch is read.
+    reported with both names when its batch is read. Given ``decoded`` (a
+    :class:`DecodedImages` of ``paths``), the images are taken from it instead
+    of the files.
     """
 
-    def __init__(self, paths, *, name="X", size=None, n_channels=None):
+    def __init__(self, paths, *, name="X", size=None, n_channels=None, decoded=None):
         # every file is checked to exist and to start like an image file now, before
         # any network is built: a bad file is not found in the middle of training
-        self.paths = check_image_files(paths, name=name)
+        self.decoded = None if decoded is None else list(decoded.images)
+        self.paths = (check_image_files(paths, name=name) if decoded is None
+                      else list(decoded.paths))
         self.name = name
         self.size = None if size is None else tuple(size)
-        first = read_image(self.paths[0])
+        first = read_image(self.paths[0]) if decoded is None else self.decoded[0]
         self.reference = (self.paths[0], first.shape, first.dtype)
         if self.size is None:
             self._check_sizes()
@@ -293,11 +329,11 @@ class PathImages:
 
     def read(self, indices):
         """``(images at image_size, the images' own sizes)`` of the rows ``indices``."""
-        paths = self.paths[indices] if isinstance(indices, slice) else [
-            self.paths[index] for index in indices]
+        rows = range(len(self.paths))[indices] if isinstance(indices, slice) else indices
         images, sizes = [], []
-        for path in paths:
-            image = read_image(path)
+        for row in rows:
+            path = self.paths[row]
+            image = read_image(path) if self.decoded is None else self.decoded[row]
             self._check_like_first(path, image)
             sizes.append(tuple(image.shape[:2]))
             images.append(resize_images(check_images(image[np.newaxis], name=self.name),
@@ -310,11 +346,16 @@ class PathImages:
     def subset(self, indices):
         part = copy.copy(self)
         part.paths = [self.paths[index] for index in indices]
+        if self.decoded is not None:
+            part.decoded = [self.decoded[index] for index in indices]
         return part
 
 
 def image_source(X, *, name="X", size=None, n_channels=None):
-    """``X`` (an image array or a sequence of image files) as an image source."""
+    """``X`` (an image array, a sequence of image files or :class:`DecodedImages`) as an
+    image source."""
+    if isinstance(X, DecodedImages):
+        return PathImages(X.paths, name=name, size=size, n_channels=n_channels, decoded=X)
     reject_single_path(X, name=name)
     if is_paths(X):
         return PathImages(X, name=name, size=size, n_channels=n_channels)

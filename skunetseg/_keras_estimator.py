@@ -14,15 +14,17 @@ import os
 import sys
 import threading
 import warnings
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from ._base import check_params_now
 from ._images import pad_to_multiple
 from ._persistence import PARAMS_FILE, SaveMixin
+from .augment import AUGMENT_PRESETS
 
 
 def _keras_side():
@@ -47,14 +49,43 @@ class KerasModelMixin(SaveMixin):
     under (None: the training one); :meth:`_predict_network` builds the
     prediction network with it when prediction computes in another precision.
 
-    It expects the parameters ``encoder_weights``, ``validation_fraction``,
-    ``mixed_precision`` and ``random_state`` and, once fitted, ``n_channels_in_``: the helpers that
-    check the weights, draw the seed and the validation split, and prepare the
-    network input read them. :meth:`_build_and_train` also reads the training
-    parameters both estimators share (``loss``, ``learning_rate``,
+    It declares the parameters both estimators share in its
+    ``_parameter_constraints``, which each estimator merges into its own: the
+    helpers that check the weights, draw the seed and the validation split, and
+    prepare the network input read ``encoder_weights``, ``validation_fraction``,
+    ``mixed_precision``, ``random_state`` and, once fitted, ``n_channels_in_``;
+    :meth:`_build_and_train` reads the training parameters (``learning_rate``,
     ``batch_size``, ``accumulate_steps``, ``epochs``, ``bn_momentum``, the
-    early-stopping and learning-rate settings, ``callbacks``, ``verbose``).
+    early-stopping and learning-rate settings, ``callbacks``, ``verbose``) and
+    ``loss``, whose allowed values each estimator declares itself.
     """
+
+    #: The parameters both Keras estimators share, which this mixin (and its training
+    #: sequence) reads: each estimator merges them into its own constraints, the
+    #: scikit-learn way (``{**KerasModelMixin._parameter_constraints, ...}``), and adds
+    #: its own parameters and its own ``loss`` and ``threshold``.
+    _parameter_constraints = {
+        "backbone": [str],
+        "encoder_weights": [None, str, os.PathLike],
+        "input_size": [None, "array-like"],
+        "binarize_masks": ["boolean"],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "accumulate_steps": [Interval(Integral, 1, None, closed="left")],
+        "epochs": [Interval(Integral, 1, None, closed="left")],
+        "max_empty_share": [Interval(Real, 0, 1, closed="neither"), None],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "early_stopping_patience": [Interval(Integral, 0, None, closed="left"), None],
+        "reduce_lr_patience": [Interval(Integral, 0, None, closed="left"), None],
+        "reduce_lr_factor": [Interval(Real, 0, 1, closed="neither")],
+        "bn_momentum": [StrOptions({"auto"}), Interval(Real, 0, 1, closed="left")],
+        "augment": [None, StrOptions(set(AUGMENT_PRESETS)), HasMethods(["augment_batch"]),
+                    callable],
+        "mixed_precision": [StrOptions({"auto", "bfloat16"}), "boolean"],
+        "callbacks": [list, None],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
 
     #: The parameters that shape the network: changing one after fit needs a refit.
     _architecture_params = ("backbone", "encoder_weights")

@@ -1,7 +1,6 @@
 """PresenceClassifier: "is there an object of this class in the image?" from pixels."""
 
-import os
-from numbers import Integral, Real
+from numbers import Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
@@ -19,7 +18,7 @@ from ._base import (
 from ._checks import check_array_like
 from ._images import check_input_size, image_source
 from ._keras_estimator import KerasModelMixin, _keras_side
-from .augment import AUGMENT_PRESETS, resolve_augmenter
+from .augment import resolve_augmenter
 
 __all__ = ["PresenceClassifier"]
 
@@ -152,30 +151,11 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "backbone": [str],
-        "encoder_weights": [None, str, os.PathLike],
-        "input_size": [None, "array-like"],
+        **KerasModelMixin._parameter_constraints,
         "pooling": [StrOptions({"avg", "max"})],
         "dropout": [Interval(Real, 0, 1, closed="left")],
-        "binarize_masks": ["boolean"],
         "loss": [StrOptions({"bce"}), HasMethods("__call__")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "accumulate_steps": [Interval(Integral, 1, None, closed="left")],
-        "epochs": [Interval(Integral, 1, None, closed="left")],
-        "max_empty_share": [Interval(Real, 0, 1, closed="neither"), None],
-        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
-        "early_stopping_patience": [Interval(Integral, 0, None, closed="left"), None],
-        "reduce_lr_patience": [Interval(Integral, 0, None, closed="left"), None],
-        "reduce_lr_factor": [Interval(Real, 0, 1, closed="neither")],
-        "bn_momentum": [StrOptions({"auto"}), Interval(Real, 0, 1, closed="left")],
         "threshold": [Interval(Real, 0, 1, closed="neither")],
-        "augment": [None, StrOptions(set(AUGMENT_PRESETS)), HasMethods(["augment_batch"]),
-                    callable],
-        "mixed_precision": [StrOptions({"auto", "bfloat16"}), "boolean"],
-        "callbacks": [list, None],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -413,6 +393,10 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
     def _expected_failed_checks(self):
         """scikit-learn's checks that cannot apply to image input, with the reason."""
         return IMAGE_INPUT_FAILED_CHECKS
+
+    #: ``predict_proba`` reads :class:`~skunetseg._images.DecodedImages` (see
+    #: skunetseg._base.SharedChunk).
+    _takes_decoded_images = True
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -1,6 +1,5 @@
 """UNetSegmenter: a segmentation-models U-Net as a scikit-learn estimator."""
 
-import os
 from numbers import Integral, Real
 
 from sklearn.base import BaseEstimator, _fit_context
@@ -24,7 +23,7 @@ from ._images import (
 from ._keras_estimator import KerasModelMixin, _keras_side
 from ._targets import encode_targets, fit_target_encoding
 from ._worker import run_in_worker
-from .augment import AUGMENT_PRESETS, resolve_augmenter
+from .augment import resolve_augmenter
 from .postprocess import PostProcessing
 from .tta import MERGE_METHODS, TTA_PRESETS, predict_with_tta, resolve_tta
 
@@ -283,35 +282,16 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
     """
 
     _parameter_constraints = {
-        "backbone": [str],
-        "encoder_weights": [None, str, os.PathLike],
+        **KerasModelMixin._parameter_constraints,
         "decoder_filters": ["array-like"],
-        "input_size": [None, "array-like"],
-        "binarize_masks": ["boolean"],
         "loss": [StrOptions(set(LOSS_NAMES)), HasMethods("__call__")],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "accumulate_steps": [Interval(Integral, 1, None, closed="left")],
-        "epochs": [Interval(Integral, 1, None, closed="left")],
-        "max_empty_share": [Interval(Real, 0, 1, closed="neither"), None],
-        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
-        "early_stopping_patience": [Interval(Integral, 0, None, closed="left"), None],
-        "reduce_lr_patience": [Interval(Integral, 0, None, closed="left"), None],
-        "reduce_lr_factor": [Interval(Real, 0, 1, closed="neither")],
-        "bn_momentum": [StrOptions({"auto"}), Interval(Real, 0, 1, closed="left")],
         "threshold": [Interval(Real, 0, 1, closed="neither"), "array-like"],
         "min_area": [Interval(Real, 0, None, closed="left"), "array-like"],
         "min_component_area": [Interval(Real, 0, None, closed="left"), "array-like"],
-        "augment": [None, StrOptions(set(AUGMENT_PRESETS)), HasMethods(["augment_batch"]),
-                    callable],
         "tta": [None, StrOptions(set(TTA_PRESETS)), list, tuple],
         "tta_merge": [StrOptions(set(MERGE_METHODS))],
-        "mixed_precision": [StrOptions({"auto", "bfloat16"}), "boolean"],
         "distribute": [StrOptions({"auto", "mirrored"}), None],
-        "callbacks": [list, None],
         "fit_in_subprocess": ["boolean"],
-        "random_state": ["random_state"],
-        "verbose": ["verbose"],
     }
 
     def __init__(

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 from conftest import SMALL, synthetic_images
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import (
     GroupKFold,
@@ -27,6 +27,7 @@ from skunetseg import (
     dice_score,
 )
 from skunetseg._crossfit import make_folds
+from skunetseg._images import image_source
 from skunetseg.postprocess import PostProcessing, postprocess, tune_postprocessing
 
 
@@ -169,6 +170,63 @@ def test_any_splitter_gets_the_class_pattern_as_y_and_groups_in_both_meta_estima
             if grouped:  # groups stay on one side
                 assert not set(groups[train]) & set(groups[test])
             assert has_object[train].any() and not has_object[train].all()
+
+
+class FileBrightness(Thresholded):
+    """``Thresholded`` that reads its images as the package's estimators do, files and
+    decoded chunks included (``_takes_decoded_images``); it logs the type it was given."""
+
+    _takes_decoded_images = True
+
+    def predict_proba(self, X):
+        self.calls_.append(type(X).__name__)
+        return image_source(X).take(slice(None))[..., :1]
+
+
+class PathsOnly(FileBrightness):
+    """The same, as a user's segmenter that knows nothing of decoded chunks."""
+
+    _takes_decoded_images = False
+
+
+class FileBrightest(ClassifierMixin, BaseEstimator):
+    """An image presence classifier reading as the package does: the brightest pixel."""
+
+    _takes_decoded_images = True
+
+    def fit(self, X, y):
+        self.classes_ = np.arange(np.shape(y)[1])
+        return self
+
+    def predict_proba(self, X):
+        return image_source(X).take(slice(None)).max(axis=(1, 2))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        return tags
+
+
+def test_the_ladder_decodes_each_file_once_per_predict(tmp_path, monkeypatch):
+    import skunetseg._images as images_module
+    X, y = synthetic_images(n=10, height=8, width=8, seed=3)
+    paths = [write_png(tmp_path / f"i{index}.png", image) for index, image in enumerate(X)]
+    ladder = FalsePositiveFilter(FoldEnsemble(FileBrightness(), cv=3, random_state=0),
+                                 FileBrightest()).fit(X, y)
+    expected = ladder.predict_proba(X)
+    decoded, read_image = [], images_module.read_image
+    monkeypatch.setattr(images_module, "read_image",
+                        lambda path, **kwargs: decoded.append(str(path))
+                        or read_image(path, **kwargs))
+    np.testing.assert_array_equal(ladder.predict_proba(paths), expected)
+    assert sorted(decoded) == sorted(paths)  # not once per fold model and classifier
+    # a model that does not say it reads decoded chunks gets the files, as before
+    ensemble = FoldEnsemble(PathsOnly(), cv=2, random_state=0).fit(X, y)
+    on_arrays = ensemble.predict_proba(X)
+    decoded.clear()
+    np.testing.assert_array_equal(ensemble.predict_proba(paths), on_arrays)
+    assert all(model.calls_[-1] == "list" for model in ensemble.estimators_)
+    assert len(decoded) == 2 * (len(paths) + 1)  # each also reads its first file twice
 
 
 # ------------------------------------------- the issue's table: files of three sizes

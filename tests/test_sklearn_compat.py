@@ -1,5 +1,8 @@
 """The estimators with scikit-learn's own tools and estimator checks, on real (tiny) fits."""
 
+import inspect
+import re
+
 import pytest
 from conftest import SMALL
 from sklearn.base import clone
@@ -51,6 +54,19 @@ _TINY = dict(SMALL, random_state=0)
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+def test_the_keras_estimators_share_one_declaration_of_their_training_parameters():
+    import skunetseg._keras_estimator as keras_estimator
+
+    shared = keras_estimator.KerasModelMixin._parameter_constraints
+    read = set(re.findall(r"self\.([a-z][a-z_]*[a-z])\b", inspect.getsource(keras_estimator)))
+    for cls in (UNetSegmenter, PresenceClassifier):
+        params = set(inspect.signature(cls.__init__).parameters) - {"self"}
+        assert set(cls._parameter_constraints) == params  # every parameter, declared once
+        assert all(cls._parameter_constraints[name] is shared[name] for name in shared)
+        # the mixin reads only parameters it declares (loss: each class its own losses)
+        assert read & params <= set(shared) | {"loss"}
 
 
 def test_clone_copies_parameters_not_the_fit(fitted_binary):
