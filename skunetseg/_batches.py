@@ -45,10 +45,11 @@ class AugmentedBatches(keras.utils.PyDataset):
     max_empty_share : float or None, default=None
         Object-balanced epochs: when the images whose masks are empty (every
         pixel ``mask_fill``) are more than this share of all images, each epoch
-        takes every image that holds an object and a fresh random draw of the
-        empty ones, so that they make up this share of the epoch (at least one
-        batch's worth of them). None, or a share that the empty images do not
-        exceed, takes every image every epoch.
+        keeps its length (``n`` images) but is drawn so that the empty images
+        make up this share of it: a fresh draw of distinct empty images, and
+        the images that hold an object for the rest, each of them as often as
+        the others (give or take one). None, or a share that the empty images
+        do not exceed, takes every image once every epoch.
     """
 
     def __init__(self, images, targets, *, augmenter, batch_size, prepare_images, mask_fill,
@@ -66,7 +67,7 @@ class AugmentedBatches(keras.utils.PyDataset):
         self.shuffle = shuffle
         self.epoch = 0
         self.empty_rows, self.object_rows, self.n_empty = _epoch_draw(
-            targets, mask_fill, max_empty_share if shuffle else None, batch_size)
+            targets, mask_fill, max_empty_share if shuffle else None)
         self.order = self._permutation()
 
     def _permutation(self):
@@ -76,7 +77,11 @@ class AugmentedBatches(keras.utils.PyDataset):
         if self.empty_rows is None:
             return rng.permutation(len(self.source))
         empty = rng.choice(self.empty_rows, self.n_empty, replace=False)
-        return rng.permutation(np.concatenate([self.object_rows, empty]))
+        n_objects = len(self.source) - self.n_empty
+        rounds = math.ceil(n_objects / len(self.object_rows))
+        objects = np.concatenate([rng.permutation(self.object_rows)
+                                  for _ in range(rounds)])[:n_objects]
+        return rng.permutation(np.concatenate([objects, empty]))
 
     def __len__(self):
         return math.ceil(len(self.order) / self.batch_size)
@@ -108,18 +113,17 @@ def balances(empty, max_empty_share):
     return max_empty_share is not None and empty.mean() > max_empty_share and not empty.all()
 
 
-def _epoch_draw(targets, mask_fill, max_empty_share, batch_size):
+def _epoch_draw(targets, mask_fill, max_empty_share):
     """``(empty rows, object rows, empty images per epoch)``, or Nones for plain epochs.
 
-    Each balanced epoch draws ``n_empty`` empty images: the number that makes them
-    ``max_empty_share`` of the epoch, at least ``batch_size`` (see :func:`balances`).
+    A balanced epoch keeps the data's length ``n``: it draws ``n_empty``
+    distinct empty images, ``max_empty_share`` of ``n`` (at least one), and
+    fills the rest with the object images, in rounds (see :func:`balances`).
     """
     if max_empty_share is None:
         return None, None, None
     empty = empty_images(targets, mask_fill)
     if not balances(empty, max_empty_share):
         return None, None, None
-    n_objects = int((~empty).sum())
-    wanted = math.ceil(n_objects * max_empty_share / (1.0 - max_empty_share))
-    n_empty = min(int(empty.sum()), max(wanted, batch_size))
+    n_empty = max(1, math.floor(len(empty) * max_empty_share))
     return np.flatnonzero(empty), np.flatnonzero(~empty), n_empty

@@ -68,9 +68,9 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
     max_empty_share : float in (0, 1) or None, default=0.5
         Object-balanced epochs, as in ``UNetSegmenter``: when the images with
         no class present make up more than this share of the training images,
-        each epoch takes every image with a class present and a fresh random
-        draw of the others, so that they make up this share of the epoch. None
-        trains on every image every epoch.
+        each epoch keeps its length but is drawn so that they make up this
+        share of it, the images with a class present the rest. None trains on
+        every image once every epoch.
     validation_fraction : float, default=0.1
         Share of the training images held out (drawn with ``random_state``) to
         watch ``val_loss`` when ``fit`` gets no ``validation_data``. With 0 the

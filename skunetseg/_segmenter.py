@@ -112,12 +112,12 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
     max_empty_share : float in (0, 1) or None, default=0.5
         Object-balanced epochs for mostly-empty data (defects, clouds): when the
         images whose masks are empty make up more than this share of the
-        training images, each epoch trains on every image that holds an object
-        and a fresh random draw of the empty images, so that they make up this
-        share of the epoch (at least one batch of them). Over the epochs every
-        empty image is seen; each epoch is shorter. None trains on every image
-        every epoch. Data with this share of empty images or fewer is not
-        affected.
+        training images, each epoch keeps its length (as many images as the
+        training set) but is drawn so that empty images make up this share of
+        it: a fresh draw of distinct empty images, and the images that hold an
+        object, each as often as the others, for the rest. Over the epochs
+        every empty image is seen. None trains on every image once every
+        epoch. Data with this share of empty images or fewer is not affected.
     validation_fraction : float, default=0.0
         Share of the training images held out (drawn with ``random_state``) to
         watch ``val_balanced_dice`` when ``fit`` gets no ``validation_data``.
@@ -435,7 +435,7 @@ or list of paths
         training = feed(*train, augmenter, shuffle=True)
         return self._build_and_train(
             training, None if valid is None else feed(*valid, None, shuffle=False),
-            n_train=len(training.order),  # an epoch's images (fewer with balanced epochs)
+            n_train=len(training.order),  # an epoch's images
             seed=seed, activation=self._encoding.activation,
             threshold=self._graph_threshold(), distribute=self.distribute,
             monitor="balanced_dice")

@@ -22,7 +22,7 @@ def _mostly_empty(n=20, n_objects=3, size=32, seed=0):
 
 
 # ------------------------------------------------------------- balanced epochs
-def test_balanced_epochs_take_every_object_image_and_a_fresh_draw_of_empty_ones():
+def test_balanced_epochs_keep_their_length_and_draw_half_of_it_from_the_object_images():
     from skunetseg._batches import AugmentedBatches
 
     _, masks = _mostly_empty(n=20, n_objects=3)
@@ -33,13 +33,15 @@ def test_balanced_epochs_take_every_object_image_and_a_fresh_draw_of_empty_ones(
                                seed=0, max_empty_share=0.5)
     seen_empty = set()
     for _ in range(12):
-        order = batches.order
-        assert set(range(3)) <= set(order.tolist())  # every object image, every epoch
-        assert len(order) == 6 and len(set(order.tolist())) == 6  # 3 empty: half the epoch
-        assert len(batches) == 3
-        seen_empty |= set(order.tolist()) - {0, 1, 2}
+        order = batches.order.tolist()
+        assert len(order) == 20 and len(batches) == 10  # the epoch keeps its length
+        empty = [row for row in order if row >= 3]
+        assert len(empty) == 10 and len(set(empty)) == 10  # distinct empty images: half
+        # the other half: every object image, each as often as the others, give or take one
+        assert sorted(order.count(row) for row in range(3)) == [3, 3, 4]
+        seen_empty |= set(empty)
         batches.on_epoch_end()
-    assert len(seen_empty) > 10  # the empty images change from epoch to epoch
+    assert len(seen_empty) == 17  # the empty images change from epoch to epoch
 
     # data with no more empty images than the share: every image, every epoch
     plain = AugmentedBatches(images, targets, augmenter=None, batch_size=2,
@@ -67,14 +69,24 @@ class _CountBatches:
         return Count
 
 
-@pytest.mark.parametrize("share, steps", [(0.5, 2), (None, 5)])
-def test_segmenter_trains_balanced_epochs_on_mostly_empty_data(share, steps):
+@pytest.mark.parametrize("share, object_draws", [(0.5, 10), (None, 3)])
+def test_segmenter_trains_balanced_epochs_on_mostly_empty_data(share, object_draws,
+                                                                monkeypatch):
+    from skunetseg._batches import AugmentedBatches
+
+    orders = []
+    permutation = AugmentedBatches._permutation
+    monkeypatch.setattr(AugmentedBatches, "_permutation",
+                        lambda self: orders.append(permutation(self)) or orders[-1])
     X, y = _mostly_empty(n=20, n_objects=3)
     counter = _CountBatches.make()
     model = UNetSegmenter(**{**SMALL, "epochs": 2}, max_empty_share=share,
                           callbacks=[counter()], random_state=0).fit(X, y)
-    # 3 object images + max(3, batch 4) empty ones = 7 images = 2 batches of 4; or all 20
-    assert counter.steps == [steps, steps]
+    assert counter.steps == [5, 5]  # 20 images in batches of 4: balanced or not
+    # balanced: half of each epoch's 20 images are the 3 object images; else once each
+    assert len(orders) >= 2
+    assert [(len(order), int((order < 3).sum())) for order in orders] == (
+        [(20, object_draws)] * len(orders))
     assert "balanced_dice" in model.history_[0]
 
 
@@ -177,15 +189,21 @@ def test_filter_passes_groups_to_the_ensemble_it_reuses():
         plain.fit(X, y)
 
 
-def test_presence_classifier_trains_balanced_epochs_too():
+def test_presence_classifier_trains_balanced_epochs_too(monkeypatch):
     from skunetseg import PresenceClassifier
+    from skunetseg._batches import AugmentedBatches
 
+    orders = []
+    permutation = AugmentedBatches._permutation
+    monkeypatch.setattr(AugmentedBatches, "_permutation",
+                        lambda self: orders.append(permutation(self)) or orders[-1])
     X, y = _mostly_empty(n=20, n_objects=3)
     labels = y.any(axis=(1, 2)).astype(int)
     counter = _CountBatches.make()
     PresenceClassifier("vgg16", epochs=1, batch_size=4, validation_fraction=0,
                        callbacks=[counter()], random_state=0).fit(X, labels)
-    assert counter.steps == [2]  # 3 present + 4 absent images, not all 20
+    assert counter.steps == [5]  # the epoch keeps its 20 images
+    assert orders and all(int((order < 3).sum()) == 10 for order in orders)  # half present
 
 
 def test_data_with_few_empty_images_trains_exactly_as_without_balancing():
