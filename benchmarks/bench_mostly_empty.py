@@ -13,8 +13,10 @@ batch ``--batch-size``, Adam 1e-3; everything else is the estimators' defaults. 
   above, all training images, the last epoch's weights; its probabilities are resized
   back to each image's size and thresholded at 0.5, as the estimator does;
 * **UNetSegmenter**: the defaults (object-balanced epochs, no validation), from files;
-* **+ TTA (flips)**: the same model with ``tta="flips"`` set after fit;
-* **FoldEnsemble(cv=3), untuned**: the fold models (flips TTA), averaged, thresholded
+* **+ TTA**: the same model with ``tta`` set after fit (``--tta``: ``flips``, the
+  default: the image, its two flips and its half turn; ``hflip``: the image and its
+  left-right flip; ``none`` leaves this row out);
+* **FoldEnsemble(cv=3), untuned**: the fold models (``--tta`` views), averaged, thresholded
   at 0.5 without area filter;
 * **+ tuned post-processing**: the same ensemble with the threshold and ``min_area``
   tuned on its out-of-fold maps (the default);
@@ -45,8 +47,11 @@ from sklearn.model_selection import GroupKFold
 from skunetseg import FalsePositiveFilter, FoldEnsemble, UNetSegmenter
 from skunetseg.io import load_image_folder, read_image, read_mask
 
-
 # ------------------------------------------------------------------ data
+#: ``--tta``: the views averaged (None: the image as it is).
+TTA_CHOICES = {"flips": "flips", "hflip": ["identity", "hflip"], "none": None}
+
+
 def kolektor_split(data_home, test_share, seed):
     """Train and test files of KolektorSDD, split by part; and the parts of the train files."""
     folder = os.path.join(data_home, "kolektorsdd")
@@ -144,6 +149,10 @@ def main():
                         help="the filter's presence classifier: features, image or auto")
     parser.add_argument("--rows", nargs="+", default=["bare", "single", "ladder"],
                         choices=["bare", "single", "ladder"])
+    parser.add_argument("--tta", choices=sorted(TTA_CHOICES), default="flips",
+                        help="the views of the +TTA row and of the fold ensemble")
+    parser.add_argument("--save", default=None,
+                        help="save the fitted ladder (FalsePositiveFilter) to this folder")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="append the rows to this JSON-lines file")
     args = parser.parse_args()
@@ -166,6 +175,7 @@ def main():
                   encoder_weights=None, input_size=size, epochs=args.epochs,
                   batch_size=args.batch_size, random_state=args.seed)
 
+    tta = TTA_CHOICES[args.tta]
     rows = []
 
     def report(name, predicted, seconds, note=""):
@@ -196,21 +206,24 @@ def main():
         single, seconds = timed(UNetSegmenter(**common).fit, X_train, y_train)
         report("UNetSegmenter", single.predict(X_test), seconds,
                f"{len(single.history_)} epochs")
-        single.set_params(tta="flips")
-        report("+ TTA (flips)", single.predict(X_test), 0.0, "the same model")
+        if tta is not None:
+            single.set_params(tta=tta)
+            report(f"+ TTA ({args.tta})", single.predict(X_test), 0.0, "the same model")
 
     if "ladder" in args.rows:
-        ensemble = FoldEnsemble(UNetSegmenter(**common, tta="flips"), cv=(
+        ensemble = FoldEnsemble(UNetSegmenter(**common, tta=tta), cv=(
             3 if groups is None else GroupKFold(3)), random_state=args.seed)
         fp_filter = FalsePositiveFilter(ensemble, args.classifier, tune_threshold=True,
                                         random_state=args.seed)
         start = time.perf_counter()
         fp_filter.fit(X_train, y_train, groups=groups)
         seconds = time.perf_counter() - start
+        if args.save:
+            fp_filter.save(args.save)
         fitted = fp_filter.segmenter_
         proba = fitted.predict_proba(X_test)
         plain = fitted.estimators_[0].postprocessing_
-        report("FoldEnsemble(cv=3), flips TTA, untuned", masks_of(proba, plain), seconds,
+        report(f"FoldEnsemble(cv=3), TTA {args.tta}, untuned", masks_of(proba, plain), seconds,
                "the filter's ensemble: one fit for the next rows")
         report("+ tuned post-processing", masks_of(proba, fitted.postprocessing_), 0.0,
                f"threshold {fitted.thresholds_.tolist()}, min_area "
