@@ -40,8 +40,9 @@ def _keras_side():
 #: estimator's docstring holds a line ``%(name)s`` where each goes, and
 #: :meth:`KerasModelMixin.__init_subclass__` puts the entry in with the estimator's own
 #: default; lines the docstring writes beneath the marker add what holds for that
-#: estimator only (skunetseg._docstrings). The first sentence of each description is the
-#: help of the command line's option (skunetseg.cli), so it should read on its own.
+#: estimator only (skunetseg._docstrings). The first sentence of each description, up to a
+#: colon or semicolon, is the help of the command line's option (skunetseg.cli): it should
+#: read on its own.
 SHARED_PARAMETERS_DOC = """
 backbone : str, default=%(default)s
     Encoder name from segmentation-models (``"efficientnetb0"`` ...
