@@ -22,6 +22,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from ._base import check_params_now
+from ._docstrings import insert_parameters, parameter_entries
 from ._images import pad_to_multiple
 from ._persistence import PARAMS_FILE, SaveMixin
 from .augment import AUGMENT_PRESETS
@@ -32,6 +33,108 @@ def _keras_side():
     from . import _model
 
     return _model
+
+
+#: The numpydoc entries of the parameters in ``KerasModelMixin._parameter_constraints``,
+#: written once for both Keras estimators (and for the command line's help). An
+#: estimator's docstring holds a line ``%(name)s`` where each goes, and
+#: :meth:`KerasModelMixin.__init_subclass__` puts the entry in with the estimator's own
+#: default; lines the docstring writes beneath the marker add what holds for that
+#: estimator only (skunetseg._docstrings). The first sentence of each description, up to a
+#: colon or semicolon, is the help of the command line's option (skunetseg.cli): it should
+#: read on its own.
+SHARED_PARAMETERS_DOC = """
+backbone : str, default=%(default)s
+    Encoder name from segmentation-models (``"efficientnetb0"`` ...
+    ``"efficientnetb7"``, ``"resnet18"`` ... , ``"vgg16"``, ``"mobilenetv2"``,
+    ...). The densenets do not build under Keras 3 and are rejected.
+encoder_weights : None, "imagenet" or path, default=%(default)s
+    Initial encoder weights: random (train from scratch), ImageNet (needs the
+    weights file in Keras' cache or the internet), or a local weights file of
+    the encoder without its classification top. Pretrained encoders take 3
+    channels: gray images are repeated.
+input_size : None or tuple (height, width), default=%(default)s
+    Train and predict at this size: every image is resized to it (area
+    interpolation when shrinking, bilinear otherwise), so that images of
+    different sizes go together. Any positive size works: the network input
+    is still padded to a multiple of 32. None uses the images as they are, all
+    of one size.
+binarize_masks : bool, default=%(default)s
+    Binarise the masks before reading their labels, with
+    :func:`skunetseg.io.binarize_mask`: a pixel is foreground when its value
+    is above half of the dtype's maximum (``uint8`` > 127, ``uint16`` >
+    32767; bool and float > 0.5). For masks saved as JPEG or drawn
+    anti-aliased.
+learning_rate : float, default=%(default)s
+    Initial learning rate of Adam.
+batch_size : int, default=%(default)s
+    Images per forward pass, in training and prediction.
+accumulate_steps : int, default=%(default)s
+    Batches whose gradients are averaged before each weight update:
+    ``batch_size=16, accumulate_steps=8`` updates once per 128 images.
+epochs : int, default=%(default)s
+    Most passes over the training images.
+max_empty_share : float in (0, 1) or None, default=%(default)s
+    Largest share of an epoch given to images that hold no object, for
+    mostly-empty data (defects, clouds). When such images make up more than
+    this share of the training images, each epoch keeps its length (as many
+    images as the training set) but is drawn so that they make up this share
+    of it: a fresh draw of distinct empty images, and the images that hold an
+    object, each as often as the others, for the rest. Over the epochs every
+    empty image is seen. None trains on every image once every epoch. Data
+    with this share of empty images or fewer is not affected.
+validation_fraction : float, default=%(default)s
+    Share of the training images held out (drawn with ``random_state``) to
+    watch a score on when ``fit`` gets no ``validation_data``. Early stopping
+    and the learning-rate reductions follow the watched score, and the
+    weights of the epoch with the best one are kept. With 0 every image
+    trains, the training loss is watched, and the last epoch's weights are
+    kept.
+early_stopping_patience : int or None, default=%(default)s
+    Epochs without a better watched score (see ``validation_fraction``)
+    before training stops; None trains all ``epochs``. With validation images
+    the weights of the best epoch are kept, without them those of the last.
+reduce_lr_patience : int or None, default=%(default)s
+    Epochs without a better watched score before the learning rate is
+    multiplied by ``reduce_lr_factor``; None keeps it constant.
+reduce_lr_factor : float, default=%(default)s
+    Factor of each learning-rate reduction.
+bn_momentum : "auto" or float, default=%(default)s
+    Momentum of the BatchNormalization moving statistics. ``"auto"`` makes
+    their average span about one epoch (at most Keras' 0.99), so that a model
+    trained from scratch on few images predicts well in inference mode.
+augment : None, str, Augmenter or albumentations pipeline, default=%(default)s
+    Training augmentation. None trains on the images as they are: whether a
+    flipped image is still a valid example depends on the data (seismic
+    sections and street scenes have an up and a down), and at equal epochs
+    the flips won on some public sets and lost on others (docs/design.md).
+    ``"flips"`` (left-right and upside-down, each with probability 0.5),
+    ``"d4"`` (flips and 90° rotations), ``"seed"`` (the Kaggle recipe: flips
+    and shift-scale-rotate), an :class:`~skunetseg.augment.Augmenter` whose
+    own parameters (probabilities, limits, ``crop_size``,
+    brightness/contrast) a grid search can tune as ``augment__<name>``, or an
+    albumentations pipeline (any callable ``pipeline(image=..., mask=...) ->
+    dict``; see :class:`~skunetseg.augment.PipelineAugmenter`). Batches are
+    augmented on worker threads.
+mixed_precision : "auto", "bfloat16" or bool, default=%(default)s
+    Compute in a 16-bit float type with float32 weights. True: float16.
+    ``"auto"``: float16 on a GPU, float32 on a CPU. ``"bfloat16"``:
+    prediction in bfloat16 (about 2.4x as fast on a CPU whose flags report
+    ``avx512_bf16`` or ``amx_bf16``, slower on others; the masks change a
+    little: Dice within 0.005 of float32's in docs/benchmarks.md), training
+    in bfloat16 on a GPU and in float32 on a CPU (where bfloat16 measured
+    slower). False: float32. Whatever the precision a model was trained in,
+    it predicts in the one chosen here, with the same weights; predictions
+    always come back as float32.
+callbacks : list of keras.callbacks.Callback, default=%(default)s
+    Extra Keras callbacks; each fit uses shallow copies, the list itself is
+    left untouched.
+random_state : int, RandomState instance or None, default=%(default)s
+    Seeds the validation split, the weight initialisation and the batch
+    order.
+verbose : int, default=%(default)s
+    0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+"""
 
 
 class KerasModelMixin(SaveMixin):
@@ -57,7 +160,10 @@ class KerasModelMixin(SaveMixin):
     :meth:`_build_and_train` reads the training parameters (``learning_rate``,
     ``batch_size``, ``accumulate_steps``, ``epochs``, ``bn_momentum``, the
     early-stopping and learning-rate settings, ``callbacks``, ``verbose``) and
-    ``loss``, whose allowed values each estimator declares itself.
+    ``loss``, whose allowed values each estimator declares itself. It describes
+    them once, in :data:`SHARED_PARAMETERS_DOC`: a subclass's docstring names
+    each with a line ``%(name)s``, which :meth:`__init_subclass__` replaces
+    with the entry and the subclass's default.
     """
 
     #: The parameters both Keras estimators share, which this mixin (and its training
@@ -94,6 +200,12 @@ class KerasModelMixin(SaveMixin):
     # goes to its own Keras archive instead of the JSON
     _unsaved_params = {"callbacks": None}
     _unsaved_state = ("_model", "_weights", "_rebuild_lock")
+
+    def __init_subclass__(cls, **kwargs):
+        # the shared parameters' entries go into the docstring, with this class's defaults
+        super().__init_subclass__(**kwargs)
+        cls.__doc__ = insert_parameters(cls.__doc__, parameter_entries(SHARED_PARAMETERS_DOC),
+                                        cls._get_param_defaults())
 
     def _build_model(self, keras_side, encoder_weights, policy=None):
         raise NotImplementedError

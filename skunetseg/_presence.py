@@ -35,74 +35,40 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    backbone : str, default="efficientnetb0"
-        Encoder name from segmentation-models, as for
-        :class:`~skunetseg.UNetSegmenter`; its deepest feature map is pooled.
-    encoder_weights : None, "imagenet" or path, default=None
-        Initial encoder weights: random, ImageNet, or a local weights file of the
-        encoder without its classification top. Pretrained encoders take 3
-        channels: gray images are repeated.
-    input_size : None or tuple (height, width), default=None
-        Train and predict at this size: every image is resized to it, so that
-        image files of different sizes can be classified together. None uses
-        the images as they are, all of one size.
+    %(backbone)s
+        Its deepest feature map is pooled.
+    %(encoder_weights)s
+    %(input_size)s
     pooling : {"avg", "max"}, default="avg"
         Global pooling of the encoder's output.
     dropout : float, default=0.0
         Dropout rate between the pooling and the output layer.
-    binarize_masks : bool, default=False
-        Whether the masks the labels come from are binarised (see
-        ``UNetSegmenter``): :class:`~skunetseg.FalsePositiveFilter` passes its
-        segmenter's setting on and reads the presence labels from masks
-        binarised this way. ``fit`` itself takes labels, not masks.
+    %(binarize_masks)s
+        ``fit`` itself takes labels, not masks:
+        :class:`~skunetseg.FalsePositiveFilter` passes its segmenter's setting
+        on and reads the presence labels from masks binarised this way.
     loss : "bce" or keras.losses.Loss, default="bce"
         Binary cross-entropy, or any Keras loss on ``(n_images, n_outputs)``.
-    learning_rate : float, default=1e-3
-        Initial learning rate of Adam.
-    batch_size : int, default=8
-        Images per forward pass, in training and prediction.
-    accumulate_steps : int, default=1
-        Batches whose gradients are averaged before each weight update.
-    epochs : int, default=50
-        Most passes over the training images.
-    max_empty_share : float in (0, 1) or None, default=0.5
-        Object-balanced epochs, as in ``UNetSegmenter``: when the images with
-        no class present make up more than this share of the training images,
-        each epoch keeps its length but is drawn so that they make up this
-        share of it, the images with a class present the rest. None trains on
-        every image once every epoch.
-    validation_fraction : float, default=0.1
-        Share of the training images held out (drawn with ``random_state``) to
-        watch ``val_loss`` when ``fit`` gets no ``validation_data``. With 0 the
-        training loss is watched instead, and the last epoch's weights are kept.
-    early_stopping_patience : int or None, default=10
-        Epochs without a lower watched loss before training stops; None trains
-        all ``epochs``. With validation images the weights of the best epoch
-        are kept, without them those of the last.
-    reduce_lr_patience : int or None, default=5
-        Epochs without a lower watched loss before the learning rate is
-        multiplied by ``reduce_lr_factor``; None keeps it constant.
-    reduce_lr_factor : float, default=0.5
-        Factor of each learning-rate reduction.
-    bn_momentum : "auto" or float, default="auto"
-        Momentum of the BatchNormalization moving statistics; ``"auto"`` makes
-        their average span about one epoch, as in ``UNetSegmenter``.
+    %(learning_rate)s
+    %(batch_size)s
+    %(accumulate_steps)s
+    %(epochs)s
+    %(max_empty_share)s
+        An image holds no object when no class is present in it.
+    %(validation_fraction)s
+        The watched score on held-out images is their loss (``val_loss``).
+    %(early_stopping_patience)s
+    %(reduce_lr_patience)s
+    %(reduce_lr_factor)s
+    %(bn_momentum)s
     threshold : float, default=0.5
         Probability above which :meth:`predict` says "present".
-    augment : None, str or Augmenter, default=None
-        Training augmentation, as in ``UNetSegmenter``. Every transform keeps
-        the image's labels.
-    mixed_precision : "auto", "bfloat16" or bool, default="auto"
-        Compute precision, as in :class:`~skunetseg.UNetSegmenter`: ``"auto"``
-        float16 on a GPU and float32 on a CPU, ``"bfloat16"`` bfloat16
-        prediction, True float16, False float32.
-    callbacks : list of keras.callbacks.Callback, default=None
-        Extra Keras callbacks; each fit uses shallow copies.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the validation split, the weight initialisation and the batch
-        order.
-    verbose : int, default=0
-        0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+    %(augment)s
+        Every transform keeps the image's labels.
+    %(mixed_precision)s
+    %(callbacks)s
+    %(random_state)s
+    %(verbose)s
 
     Attributes
     ----------

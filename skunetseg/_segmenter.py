@@ -67,81 +67,41 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
 
     Parameters
     ----------
-    backbone : str, default="efficientnetb2"
-        Encoder name from segmentation-models (``"efficientnetb0"`` ...
-        ``"efficientnetb7"``, ``"resnet18"`` ... , ``"vgg16"``, ``"mobilenetv2"``,
-        ...). The densenets do not build under Keras 3 and are rejected.
-    encoder_weights : None, "imagenet" or path, default=None
-        Initial encoder weights: random (train from scratch), ImageNet (needs the
-        weights file in Keras' cache or the internet), or a local weights file of
-        the encoder without its classification top. Pretrained encoders take 3
-        channels: gray images are repeated.
+    %(backbone)s
+    %(encoder_weights)s
     decoder_filters : tuple of 5 int, default=(256, 128, 64, 32, 16)
         Filters of the five decoder blocks.
-    input_size : None or tuple (height, width), default=None
-        Train and predict at this size: every image is resized to it (area
-        interpolation when shrinking, bilinear otherwise) and every mask by
-        nearest neighbour; predicted probabilities are resized back to each
-        image's own size (bilinear) before post-processing, so predictions have
-        the size of their images, which may then differ within one data set.
-        Any positive size works: the network input is still padded to a multiple
-        of 32. None uses the images as they are, all of one size.
-    binarize_masks : bool, default=False
-        Binarise the masks (files and arrays) before reading their labels, with
-        :func:`skunetseg.io.binarize_mask`: a pixel is foreground when its value
-        is above half of the dtype's maximum (``uint8`` > 127, ``uint16`` >
-        32767; bool and float > 0.5); masks become 0/255 ``uint8`` and
-        ``predict`` returns 0/255 masks. For masks saved as JPEG or drawn
-        anti-aliased: without it, masks whose values look like gray levels
-        rather than labels raise a ValueError that says so.
+    %(input_size)s
+        Masks are resized by nearest neighbour, and the predicted probabilities
+        back to each image's own size (bilinear) before post-processing, so
+        predictions have the size of their images, which may then differ within
+        one data set.
+    %(binarize_masks)s
+        Masks (files and arrays) become 0/255 ``uint8`` and ``predict`` returns
+        0/255 masks. Without it, masks whose values look like gray levels rather
+        than labels raise a ValueError that says so.
     loss : str or keras.losses.Loss, default="bce_jaccard"
         ``"bce_jaccard"`` (cross-entropy plus soft Jaccard, as most Kaggle
         solutions), ``"jaccard"``, ``"dice"``, ``"bce"``, ``"focal"``,
         ``"bce_dice"`` or any Keras loss (see :mod:`skunetseg.losses`). The
         cross-entropy term keeps the probabilities low on images and classes
         whose mask is empty, where one false pixel costs the whole pair's Dice.
-    learning_rate : float, default=1e-3
-        Initial learning rate of Adam.
-    batch_size : int, default=8
-        Images per forward pass, in training and prediction.
-    accumulate_steps : int, default=1
-        Batches whose gradients are averaged before each weight update:
-        ``batch_size=16, accumulate_steps=8`` updates once per 128 images.
-    epochs : int, default=50
-        Most passes over the training images.
-    max_empty_share : float in (0, 1) or None, default=0.5
-        Object-balanced epochs for mostly-empty data (defects, clouds): when the
-        images whose masks are empty make up more than this share of the
-        training images, each epoch keeps its length (as many images as the
-        training set) but is drawn so that empty images make up this share of
-        it: a fresh draw of distinct empty images, and the images that hold an
-        object, each as often as the others, for the rest. Over the epochs
-        every empty image is seen. None trains on every image once every
-        epoch. Data with this share of empty images or fewer is not affected.
-    validation_fraction : float, default=0.0
-        Share of the training images held out (drawn with ``random_state``) to
-        watch ``val_balanced_dice`` when ``fit`` gets no ``validation_data``.
-        With 0 (the default) every image trains, the training loss drives early
-        stopping and the learning-rate reductions, and the last epoch's weights
-        are kept; set 0.1 or pass ``validation_data`` to keep the epoch with the
-        best balanced Dice on held-out images: the Kaggle Dice with the empty and
-        the non-empty (image, class) pairs weighted equally, which an epoch that
+    %(learning_rate)s
+    %(batch_size)s
+    %(accumulate_steps)s
+    %(epochs)s
+    %(max_empty_share)s
+        An image holds no object when its mask is empty.
+    %(validation_fraction)s
+        The watched score on held-out images is the balanced Dice
+        (``val_balanced_dice``): the Kaggle Dice with the empty and the
+        non-empty (image, class) pairs weighted equally, which an epoch that
         predicts nothing cannot win on mostly-empty data (on data without empty
         pairs it is the Kaggle Dice).
-    early_stopping_patience : int or None, default=10
-        Epochs without a better watched score (``val_balanced_dice``, or the training
-        loss without validation images) before training stops; None trains all
-        ``epochs``. With validation images the weights of the best epoch are
-        kept, without them those of the last.
-    reduce_lr_patience : int or None, default=5
-        Epochs without a better watched score before the learning rate is
-        multiplied by ``reduce_lr_factor``; None keeps it constant.
-    reduce_lr_factor : float, default=0.5
-        Factor of each learning-rate reduction.
-    bn_momentum : "auto" or float, default="auto"
-        Momentum of the BatchNormalization moving statistics. ``"auto"`` makes
-        their average span about one epoch (at most Keras' 0.99), so that a model
-        trained from scratch on few images predicts well in inference mode.
+    %(early_stopping_patience)s
+    %(reduce_lr_patience)s
+    %(reduce_lr_factor)s
+    %(bn_momentum)s
     threshold : float or sequence of float, default=0.5
         Probability above which a pixel is predicted as the class (sigmoid
         outputs), one for all classes or one per class; multiclass outputs take
@@ -155,20 +115,7 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         Post-processing: connected components smaller than this are erased
         before ``min_area`` is applied; same units as ``min_area``. See
         :mod:`skunetseg.postprocess`.
-    augment : None, str, Augmenter or albumentations pipeline, default=None
-        Training augmentation. None (the default) trains on the images as they
-        are: whether a flipped image is still a valid example depends on the data
-        (seismic sections and street scenes have an up and a down), and at equal
-        epochs the flips won on some public sets and lost on others
-        (docs/design.md). ``"flips"`` (left-right and upside-down, each with
-        probability 0.5), ``"d4"`` (flips and 90° rotations),
-        ``"seed"`` (the Kaggle recipe: flips and shift-scale-rotate), an
-        :class:`~skunetseg.augment.Augmenter` whose own parameters (probabilities,
-        limits, ``crop_size``, brightness/contrast) a grid search can tune as
-        ``augment__<name>``, or an albumentations pipeline (any callable
-        ``pipeline(image=..., mask=...) -> dict``; see
-        :class:`~skunetseg.augment.PipelineAugmenter`). Batches are augmented on
-        worker threads.
+    %(augment)s
     tta : None, "flips", "d4" or list, default=None
         Test-time augmentation in ``predict_proba``, ``predict`` and ``score``:
         predict flipped (``"flips"``: 4 views), flipped and rotated (``"d4"``: 8
@@ -176,25 +123,14 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         map each back and merge them. Views are predicted in batches.
     tta_merge : {"mean", "gmean", "max"}, default="mean"
         How the views' probabilities are merged.
-    mixed_precision : "auto", "bfloat16" or bool, default="auto"
-        Compute in a 16-bit float type with float32 weights. True: float16.
-        ``"auto"``: float16 on a GPU, float32 on a CPU. ``"bfloat16"``:
-        prediction in bfloat16 (about 2.4x as fast on a CPU whose flags report
-        ``avx512_bf16`` or ``amx_bf16``, slower on others; the masks change a
-        little: Dice within 0.005 of float32's in docs/benchmarks.md), training
-        in bfloat16 on a GPU and in float32 on a CPU (where bfloat16 measured
-        slower). False: float32. Whatever the precision a model was trained in,
-        it predicts in the one chosen here, with the same weights; predictions
-        always come back as float32.
+    %(mixed_precision)s
     distribute : {"auto", "mirrored"} or None, default="auto"
         Data-parallel training through ``tf.distribute``: ``"mirrored"`` trains
         one replica per visible GPU (``tf.distribute.MirroredStrategy``; the CPU
         when there is none), ``"auto"`` does so when more than one GPU is
         visible, None never. ``batch_size`` is the global batch, split across
         the replicas.
-    callbacks : list of keras.callbacks.Callback, default=None
-        Extra Keras callbacks; each fit uses shallow copies, the list itself is
-        left untouched.
+    %(callbacks)s
     fit_in_subprocess : bool, default=False
         Train in a fresh worker process that exits after the fit, bringing back
         only the weights and the history. TensorFlow keeps about the size of the
@@ -205,12 +141,10 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         the worker and to copy the training images to it (only their paths
         when they are files, with the masks); ``callbacks`` must
         pickle and run in the worker.
-    random_state : int, RandomState instance or None, default=None
-        Seeds the validation split, the weight initialisation and the batch
-        order: two fits on the CPU with the same integer give the same model.
-    verbose : int, default=0
-        0 silent, 1 a progress bar per epoch, 2 one line per epoch; in
-        ``predict_proba``, ``predict`` and ``score``, a progress bar over the
+    %(random_state)s
+        Two fits on the CPU with the same integer give the same model.
+    %(verbose)s
+        In ``predict_proba``, ``predict`` and ``score``, a progress bar over the
         images (1) or a line when done (2).
 
     Attributes
@@ -435,7 +369,7 @@ or list of paths
         training = feed(*train, augmenter, shuffle=True)
         return self._build_and_train(
             training, None if valid is None else feed(*valid, None, shuffle=False),
-            n_train=len(training.order),  # an epoch's images
+            n_train=len(training.order),  # an epoch's images (fewer with balanced epochs)
             seed=seed, activation=self._encoding.activation,
             threshold=self._graph_threshold(), distribute=self.distribute,
             monitor="balanced_dice")

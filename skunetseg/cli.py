@@ -16,10 +16,14 @@ import contextlib
 import csv
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 import warnings
+from numbers import Integral
+
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from . import _atomic
 
@@ -59,6 +63,138 @@ def _segmenter_defaults():
     return UNetSegmenter().get_params()
 
 
+# ------------------------------------------- options from the shared parameters
+#: How the options of the shared training parameters differ from what their constraints
+#: and their entries in SHARED_PARAMETERS_DOC give (help texts users know, a size as two
+#: numbers). Any other shared parameter is an option by itself (see _shared_options).
+_OPTION_SETTINGS = {
+    "backbone": dict(help="encoder (default: %(default)s)"),
+    "encoder_weights": dict(help="'imagenet' or a weights file of the encoder (default: random)"),
+    "input_size": dict(type=_positive_int, nargs=2, default=None, metavar=("H", "W"),
+                       help="resize every image to H x W"),
+    "validation_fraction": dict(help="share of the images held out for early stopping; 0 "
+                                     "trains on every image and keeps the last epoch "
+                                     "(default: %(default)s)"),
+    "augment": dict(help="training augmentation preset (default: %(default)s)"),
+    "binarize_masks": dict(help="read masks whose non-zero pixels are the object (e.g. 0/255 "
+                                "or anti-aliased) as binary masks"),
+    "random_state": dict(metavar="SEED"),
+}
+
+
+def _spelled(constraints):
+    """The constraints of a parameter whose values a command line can spell, ``str`` last."""
+    spelled = [constraint for constraint in constraints
+               if constraint is None or isinstance(constraint, (StrOptions, Interval))
+               or (isinstance(constraint, str) and constraint in ("boolean", "random_state"))]
+    return spelled + [str] if str in constraints else spelled
+
+
+class _ParameterValue:
+    """argparse ``type`` of a parameter's option: the text as the first value the
+    parameter's constraints allow (``none`` is None, ``true``/``false`` a bool)."""
+
+    def __init__(self, constraints):
+        self.constraints = _spelled(constraints)
+
+    def __call__(self, text):
+        for constraint in self.constraints:
+            if constraint is None and text.lower() == "none":
+                return None
+            if isinstance(constraint, StrOptions) and text in constraint.options:
+                return text
+            if constraint == "boolean" and text.lower() in ("true", "false"):
+                return text.lower() == "true"
+            if constraint == "random_state" and (text.isdigit() or text.lower() == "none"):
+                return None if text.lower() == "none" else int(text)
+            if isinstance(constraint, Interval):
+                try:
+                    number = int(text) if constraint.type is Integral else float(text)
+                except ValueError:
+                    continue
+                if constraint.is_satisfied_by(number):
+                    return number
+            if constraint is str:
+                return text
+        raise argparse.ArgumentTypeError(f"expected {self.describe()}, got {text!r}")
+
+    def describe(self):
+        words = {None: ["none"], "boolean": ["true", "false"],
+                 "random_state": ["an integer seed", "none"], str: ["a name"]}
+        parts = [part for constraint in self.constraints
+                 for part in (sorted(constraint.options) if isinstance(constraint, StrOptions)
+                              else words.get(constraint, [str(constraint)]))]
+        return " or ".join([", ".join(parts[:-1]), parts[-1]] if len(parts) > 1 else parts)
+
+    def metavar(self):
+        """``{a,b,...}`` when the values are words, else None (argparse's default)."""
+        words = []
+        for constraint in self.constraints:
+            if isinstance(constraint, StrOptions):
+                words += sorted(constraint.options)
+            elif constraint in (None, "boolean"):
+                words += ["none"] if constraint is None else ["true", "false"]
+            else:
+                return None
+        return "{" + ",".join(words) + "}"
+
+    @staticmethod
+    def text(value):
+        """A default as the option would be written."""
+        if value is None or isinstance(value, bool):
+            return str(value).lower()
+        return str(value)
+
+
+def _summary(entry):
+    """The first sentence of a numpydoc entry's description, up to a colon or semicolon,
+    as a help text."""
+    description = " ".join(line.strip() for line in entry.splitlines()[1:]).replace("``", "")
+    summary = re.split(r"(?<=[\w)])[.:;](?:\s|$)", description, maxsplit=1)[0]
+    return summary[:1].lower() + summary[1:].replace("%", "%%")
+
+
+def _shared_options(defaults):
+    """``[(parameter name, argparse keywords)]``: one option per shared training parameter
+    (``KerasModelMixin._parameter_constraints``) that has one.
+
+    A parameter whose constraints allow values a command line can spell (numbers in an
+    interval, words, ``none``, ``true``/``false``, a seed, a name) is an option
+    ``--name-with-dashes``, or a flag when it is a bool that defaults to False; its default
+    is ``defaults[name]`` and its help the first sentence of its entry in
+    ``SHARED_PARAMETERS_DOC``. ``_OPTION_SETTINGS`` overrides these.
+    """
+    from ._docstrings import parameter_entries
+    from ._keras_estimator import SHARED_PARAMETERS_DOC, KerasModelMixin
+
+    entries = parameter_entries(SHARED_PARAMETERS_DOC)
+    options = []
+    for name, constraints in KerasModelMixin._parameter_constraints.items():
+        settings = _OPTION_SETTINGS.get(name, {})
+        value = _ParameterValue(constraints)
+        if "type" not in settings and not [c for c in value.constraints if c is not None]:
+            continue  # code (callbacks), or set by other options (verbose: --quiet)
+        if value.constraints == ["boolean"] and defaults[name] is False:
+            keywords = dict(action="store_true", help=_summary(entries[name]))
+        else:
+            # the values, unless the metavar lists them or a number is all there is
+            values = ("" if value.metavar() or len(value.constraints) == 1
+                      else f"{value.describe()}; ")
+            keywords = dict(type=value, default=value.text(defaults[name]),
+                            metavar=value.metavar(),
+                            help=f"{_summary(entries[name])} ({values}default: %(default)s)")
+        options.append((name, {**keywords, **settings}))
+    return options
+
+
+def _shared_params(args):
+    """The shared training parameters the ``fit`` options give."""
+    values = {name: getattr(args, name) for name, _ in _shared_options(_segmenter_defaults())}
+    # options of two numbers (a size) give lists; the parameters take tuples
+    return {name: tuple(value) if isinstance(value, list) else value
+            for name, value in values.items()}
+
+
 def _add_common(parser):
     parser.add_argument("--debug", action="store_true",
                         help="show TensorFlow's log lines and full tracebacks")
@@ -70,7 +206,6 @@ def _build_parser():
         description="U-Net image segmentation on folders of images (skunetseg).",
         epilog="Exit codes: 0 success, 1 error, 2 usage error, 130 interrupted.")
     from ._version import __version__
-    from .augment import AUGMENT_PRESETS
 
     parser.add_argument("--version", action="version", version=f"skunetseg {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -86,36 +221,18 @@ def _build_parser():
     fit.add_argument("-o", "--output", required=True, metavar="MODEL_DIR",
                      help="folder to save the model to (must not exist unless --overwrite)")
     default = _segmenter_defaults()
-    fit.add_argument("--backbone", default=default["backbone"],
-                     help="encoder (default: %(default)s)")
-    fit.add_argument("--encoder-weights", default=None,
-                     help="'imagenet' or a weights file of the encoder (default: random)")
-    fit.add_argument("--decoder-filters", type=_positive_int, nargs=5, default=None,
-                     metavar="F", help="filters of the 5 decoder blocks (default: "
-                                       f"{' '.join(map(str, default['decoder_filters']))})")
-    fit.add_argument("--input-size", type=_positive_int, nargs=2, default=None,
-                     metavar=("H", "W"), help="resize every image to H x W")
-    fit.add_argument("--epochs", type=_positive_int, default=default["epochs"],
-                     help="(default: %(default)s)")
-    fit.add_argument("--batch-size", type=_positive_int, default=default["batch_size"],
-                     help="(default: %(default)s)")
-    fit.add_argument("--learning-rate", type=float, default=default["learning_rate"],
-                     help="(default: %(default)s)")
-    fit.add_argument("--loss", default=default["loss"],
-                     help="jaccard, dice, bce, focal, bce_jaccard or bce_dice "
-                          "(default: %(default)s)")
-    fit.add_argument("--validation-fraction", type=float,
-                     default=default["validation_fraction"],
-                     help="share of the images held out for early stopping; 0 trains on "
-                          "every image and keeps the last epoch (default: %(default)s)")
-    fit.add_argument("--augment", default=default["augment"] or "none",
-                     choices=["none", *sorted(AUGMENT_PRESETS)],
-                     help="training augmentation preset (default: %(default)s)")
-    fit.add_argument("--tta", default=None, choices=["flips", "d4"],
-                     help="test-time augmentation the saved model predicts with")
-    fit.add_argument("--binarize-masks", action="store_true",
-                     help="read masks whose non-zero pixels are the object (e.g. 0/255 or "
-                          "anti-aliased) as binary masks")
+    training = fit.add_argument_group(
+        "training", "UNetSegmenter's parameters; a left-out option takes its default")
+    for name, keywords in _shared_options(default):
+        training.add_argument("--" + name.replace("_", "-"), **keywords)
+    training.add_argument("--decoder-filters", type=_positive_int, nargs=5, default=None,
+                          metavar="F", help="filters of the 5 decoder blocks (default: "
+                          f"{' '.join(map(str, default['decoder_filters']))})")
+    training.add_argument("--loss", default=default["loss"],
+                          help="jaccard, dice, bce, focal, bce_jaccard or bce_dice "
+                               "(default: %(default)s)")
+    training.add_argument("--tta", default=None, choices=["flips", "d4"],
+                          help="test-time augmentation the saved model predicts with")
     fit.add_argument("--mask-suffix", default="",
                      help="what mask names add to image names (e.g. _mask)")
     fit.add_argument("--folds", type=_positive_int, default=None, metavar="N",
@@ -131,7 +248,6 @@ def _build_parser():
     fit.add_argument("--fp-cv", type=_positive_int, default=3, metavar="K",
                      help="folds of the filter's out-of-fold predictions, K >= 2 "
                           "(default: %(default)s)")
-    fit.add_argument("--random-state", type=int, default=None, metavar="SEED")
     fit.add_argument("--overwrite", action="store_true", help="replace an existing MODEL_DIR")
     fit.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_common(fit)
@@ -259,22 +375,10 @@ def _stop_when_interrupted(model):
 def _make_model(args):
     from . import FalsePositiveFilter, FoldEnsemble, PresenceClassifier, UNetSegmenter
 
-    params = dict(backbone=args.backbone, encoder_weights=args.encoder_weights,
-                  epochs=args.epochs, batch_size=args.batch_size,
-                  learning_rate=args.learning_rate, loss=args.loss,
-                  validation_fraction=args.validation_fraction,
-                  augment=_none_or(args.augment),
-                  tta=args.tta, random_state=args.random_state,
-                  verbose=0 if args.quiet else 1)
+    shared = {**_shared_params(args), "verbose": 0 if args.quiet else 1}
+    params = dict(shared, loss=args.loss, tta=args.tta)
     if args.decoder_filters is not None:
         params["decoder_filters"] = tuple(args.decoder_filters)
-    if args.input_size is not None:
-        params["input_size"] = tuple(args.input_size)
-    if args.binarize_masks:
-        if "binarize_masks" not in UNetSegmenter().get_params():
-            raise CommandError("--binarize-masks needs a skunetseg whose UNetSegmenter has "
-                               "the binarize_masks parameter; this one has not.")
-        params["binarize_masks"] = True
     model = UNetSegmenter(**params)
     if args.folds is not None:
         if args.folds < 2:
@@ -286,10 +390,8 @@ def _make_model(args):
             raise CommandError(f"--fp-cv must be at least 2; got {args.fp_cv}.")
         classifier = "features"
         if args.fp_classifier == "image":
-            # trained like the segmenter (its loss stays the classifier's own)
-            classifier = PresenceClassifier(**{
-                name: params[name] for name in PresenceClassifier().get_params()
-                if name in params and name != "loss"})
+            # trained like the segmenter: the shared parameters (its loss stays its own)
+            classifier = PresenceClassifier(**shared)
         model = FalsePositiveFilter(model, classifier, tune_threshold=True, cv=args.fp_cv,
                                     random_state=args.random_state)
     return model

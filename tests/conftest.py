@@ -51,6 +51,16 @@ def fitted_binary(binary_data):
                          random_state=0).fit(X, y)
 
 
+@pytest.fixture(scope="session")
+def fitted_small(binary_data):
+    """``UNetSegmenter(**SMALL, random_state=0)`` fitted on ``binary_data``: the plainest
+    fit (no validation images, one epoch), shared by the tests that only read such a
+    model. Do not change it (set_params, refit); fit your own for that."""
+    from skunetseg import UNetSegmenter
+
+    return UNetSegmenter(**SMALL, random_state=0).fit(*binary_data)
+
+
 def predict_in_fresh_process(model, X, folder, methods=("predict_proba",),
                              tensorflow_loads_lazily=False):
     """``joblib.dump`` the fitted ``model``, load it in a fresh Python process and return

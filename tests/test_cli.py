@@ -180,14 +180,82 @@ def test_fit_trains_with_the_estimators_defaults_unless_told_otherwise():
     expected = UNetSegmenter().get_params()
     model = _make_model(_build_parser().parse_args(["fit", "in", "masks", "-o", "out"]))
     given = model.get_params()
-    for name in ("backbone", "encoder_weights", "decoder_filters", "input_size", "epochs",
-                 "batch_size", "learning_rate", "loss", "validation_fraction", "augment",
-                 "tta", "binarize_masks"):
+    for name in set(expected) - {"verbose"}:  # the command line shows progress unless -q
         assert given[name] == expected[name], name
     told = _make_model(_build_parser().parse_args(
         ["fit", "in", "masks", "-o", "out", "--augment", "none", "--loss", "jaccard",
          "--validation-fraction", "0.2"]))
     assert (told.augment, told.loss, told.validation_fraction) == (None, "jaccard", 0.2)
+
+
+def spelled_value(constraints, default):
+    """``(value, text)``: a value other than ``default`` that ``constraints`` allow, and how a
+    command line writes it; None when it cannot write one (code, a list)."""
+    from numbers import Integral
+
+    from sklearn.utils._param_validation import Interval, StrOptions
+
+    for constraint in constraints:
+        if constraint is None and default is not None:
+            return None, "none"
+        if isinstance(constraint, StrOptions) and constraint.options - {default}:
+            option = sorted(constraint.options - {default})[0]
+            return option, option
+        if constraint == "boolean":
+            return not default, str(not default).lower()
+        if constraint == "random_state":
+            return 7, "7"
+        if isinstance(constraint, Interval):
+            low = constraint.left or 0
+            high = low + 2 if constraint.right is None else constraint.right
+            value = low + 3 if constraint.type is Integral else low + 0.375 * (high - low)
+            if value != default and constraint.is_satisfied_by(value):
+                return value, str(value)
+        if constraint is str:
+            return "sample", "sample"
+    return None
+
+
+def test_every_shared_parameter_a_command_line_can_write_is_an_option_that_reaches_both():
+    """A parameter added to KerasModelMixin is an option of fit without a change to the
+    command line, and reaches the segmenter and the filter's presence classifier."""
+    from skunetseg import UNetSegmenter
+    from skunetseg._keras_estimator import KerasModelMixin
+    from skunetseg.cli import _build_parser, _make_model
+
+    parser = _build_parser()
+    fit = parser._subparsers._group_actions[0].choices["fit"]
+    options = {option: action for action in fit._actions for option in action.option_strings}
+    defaults = UNetSegmenter().get_params()
+    argv, expected = ["fit", "in", "masks", "-o", "out", "--fp-filter"], {}
+    for name, constraints in KerasModelMixin._parameter_constraints.items():
+        spelled = spelled_value(constraints, defaults[name])
+        if spelled is None:
+            continue
+        option = "--" + name.replace("_", "-")
+        assert option in options, name
+        argv += [option] if options[option].nargs == 0 else [option, spelled[1]]
+        expected[name] = spelled[0]
+    assert {"max_empty_share", "accumulate_steps", "bn_momentum"} <= set(expected)
+    argv += ["--input-size", "24", "32"]  # a size: two numbers
+    expected["input_size"] = (24, 32)
+    model = _make_model(parser.parse_args(argv))
+    for estimator in (model.segmenter, model.classifier):
+        given = estimator.get_params()
+        assert {name: given[name] for name in expected} == expected, type(estimator).__name__
+
+
+@pytest.mark.parametrize("option, text, words", [
+    ("--max-empty-share", "1.5", "a float in the range (0.0, 1.0) or none"),
+    ("--early-stopping-patience", "-1", "an int in the range [0, inf) or none"),
+    ("--mixed-precision", "yes", "auto, bfloat16, true or false"),
+    ("--batch-size", "0", "an int in the range [1, inf)"),
+])
+def test_a_value_the_parameter_does_not_allow_is_a_usage_error(option, text, words, capsys):
+    from skunetseg.cli import main
+
+    assert main(["fit", "in", "masks", "-o", "out", option, text]) == 2
+    assert f"argument {option}: expected {words}, got {text!r}" in capsys.readouterr().err
 
 
 #: The tiny training options of the fits below.

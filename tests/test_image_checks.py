@@ -51,10 +51,11 @@ def data(name):
 
 
 @pytest.fixture(scope="module")
-def frozen_segmenter():
-    """A tiny fitted UNetSegmenter, frozen: the fold model of the meta-estimators below,
-    so that their fits test their own logic without training a network per fold."""
-    return FrozenEstimator(UNetSegmenter(**_TINY).fit(*data("UNetSegmenter")))
+def frozen_segmenter(fitted_small):
+    """A tiny fitted UNetSegmenter (the session's, conftest.py), frozen: the fold model of
+    the meta-estimators below, so that their fits test their own logic without training
+    a network per fold."""
+    return FrozenEstimator(fitted_small)
 
 
 #: The four estimators, tiny. Each Keras estimator's fit is one network fit; the

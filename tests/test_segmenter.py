@@ -154,9 +154,8 @@ def test_callbacks_and_warnings_travel_to_and_from_the_worker_process(binary_dat
     assert model.predict(X).shape == y.shape
 
 
-def test_without_validation_the_training_dice_is_watched(binary_data):
-    X, y = binary_data
-    model = UNetSegmenter(**SMALL, random_state=0).fit(X, y)  # SMALL has validation_fraction=0
+def test_without_validation_the_training_dice_is_watched(fitted_small):
+    model = fitted_small  # SMALL has validation_fraction=0
     assert "val_dice" not in model.history_[0] and "dice" in model.history_[0]
 
 

@@ -280,14 +280,15 @@ def test_fold_ensemble_on_files_of_mixed_sizes(mixed_ensemble, mixed_files):
     assert 0 <= mixed_ensemble.oof_score_ <= 1
 
 
-def test_false_positive_filter_on_files_of_mixed_sizes(mixed_files):
+def test_false_positive_filter_on_files_of_mixed_sizes(mixed_ensemble, mixed_files):
     images, masks = mixed_files
     classifier = PresenceClassifier("vgg16", input_size=(64, 64), epochs=1, batch_size=4,
                                     validation_fraction=0, random_state=0)
-    # cv=None: the threshold is tuned on the validation files (two fits, not six; the
-    # out-of-fold route of the image classifier is tested in test_false_positive.py)
-    model = FalsePositiveFilter(UNetSegmenter(**SEG), classifier, cv=None, tune_threshold=True,
-                                random_state=0)
+    # cv=None: the threshold is tuned on the validation files (one fit, the classifier's,
+    # not six: the segmenter is a fold model of the ensemble, trained on these files there;
+    # the out-of-fold route of the image classifier is tested in test_false_positive.py)
+    model = FalsePositiveFilter(FrozenEstimator(mixed_ensemble.estimators_[0]), classifier,
+                                cv=None, tune_threshold=True, random_state=0)
     model.fit(images[:8], masks[:8], validation_data=(images[8:], masks[8:]))
     assert model.n_held_out_ == 4 and model.kind_ == "image"
     proba, plain = model.predict_proba(images), model.segmenter_.predict_proba(images)
