@@ -369,7 +369,7 @@ or list of paths
         training = feed(*train, augmenter, shuffle=True)
         return self._build_and_train(
             training, None if valid is None else feed(*valid, None, shuffle=False),
-            n_train=len(training.order),  # an epoch's images (fewer with balanced epochs)
+            n_train=len(training.order),  # an epoch's images
             seed=seed, activation=self._encoding.activation,
             threshold=self._graph_threshold(), distribute=self.distribute,
             monitor="balanced_dice")
