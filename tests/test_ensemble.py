@@ -248,8 +248,8 @@ def test_postprocessing_set_after_fit_is_validated_and_applied():
     for bad in (dict(threshold=2.0), dict(min_area=-1), dict(threshold=[0.4, 0.6]),
                 dict(min_component_area=[1, 2])):
         with pytest.raises(ValueError, match="threshold|min_area|min_component_area"):
-            FoldEnsemble(ProbabilityStub(), cv=3, random_state=0).fit(X, y).set_params(
-                **bad).predict(X_new)
+            FoldEnsemble(ProbabilityStub(), cv=3, tune_postprocessing=False,
+                         random_state=0).fit(X, y).set_params(**bad).predict(X_new)
     proba = ensemble.predict_proba(X_new)
     ensemble.set_params(threshold=0.8, min_area=3)
     expected = postprocess(proba, threshold=0.8, min_area=3)[..., 0].astype(y.dtype)
