@@ -99,8 +99,9 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
         Connected components smaller than this are erased; None takes the
         estimator's. Never tuned.
     tune_postprocessing : bool, default=True
-        After training, choose the threshold and ``min_area`` of each class that
-        maximise the Kaggle Dice of the out-of-fold predictions (see
+        After training, choose the threshold and ``min_area`` of each class on
+        the Kaggle Dice of the out-of-fold predictions: the least aggressive
+        settings within one standard error of the best score (see
         :func:`skunetseg.postprocess.tune_postprocessing`). Only out-of-fold
         predictions are used: no image's tuning prediction comes from a model
         trained on it. It costs seconds and, on mostly-empty data, is what
