@@ -1,7 +1,7 @@
 """One UNetSegmenter on KolektorSDD, with held-out images and post-processing tuned on them.
 
 On mostly-empty data the share of empty images that a single model's last epoch paints
-swings from run to run (2.5 % to 38.5 % of the empty test images in issue 22's runs),
+swings from fit to fit (1.7 % to 50.8 % of the empty test images in issue 22's runs),
 and "predict nothing" is a strong score. This fits ``UNetSegmenter`` as
 ``bench_mostly_empty.py`` does (same split by part, resnet18 from scratch, 256 x 96, 10
 epochs, batch 8) but with ``validation_fraction=0.1`` (the kept epoch is chosen by the
