@@ -17,6 +17,7 @@ import numpy as np
 
 from ._backend import keras
 from ._images import ArrayImages, pad_to_multiple
+from ._targets import balances, empty_images
 
 
 class AugmentedBatches(keras.utils.PyDataset):
@@ -99,18 +100,6 @@ class AugmentedBatches(keras.utils.PyDataset):
         # Keras stops the worker threads before calling this
         self.epoch += 1
         self.order = self._permutation()
-
-
-def empty_images(targets, mask_fill):
-    """Which rows of ``targets`` ``(n, H, W, K)`` hold only ``mask_fill`` pixels (bool)."""
-    fill = np.asarray(mask_fill, dtype=targets.dtype)
-    return np.array([bool((row == fill).all()) for row in targets], dtype=bool)
-
-
-def balances(empty, max_empty_share):
-    """Whether epochs are object-balanced for images whose emptiness is ``empty`` (bool):
-    the empty images are more than ``max_empty_share`` of all, and some hold an object."""
-    return max_empty_share is not None and empty.mean() > max_empty_share and not empty.all()
 
 
 def _epoch_draw(targets, mask_fill, max_empty_share):

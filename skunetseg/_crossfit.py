@@ -146,11 +146,37 @@ def _fit_predict_fold(train, test, fold, *, estimator, X, y, validation_data, en
               flush=True)
     if validate_on_test:
         validation_data = (take_rows(X, test), take_rows(y, test))
-    model = fit_with_validation(clone(estimator), take_rows(X, train), take_rows(y, train),
-                                validation_data)
+    model = fit_with_validation(untuned_clone(estimator), take_rows(X, train),
+                                take_rows(y, train), validation_data)
     if encoding is not None:
         check_same_classes(model, encoding, "A fold's segmenter")
     return model if keep else None, model.predict_proba(take_rows(X, test))
+
+
+def untuned_clone(estimator):
+    """A clone of ``estimator`` whose segmenters do not tune their post-processing.
+
+    A fold model is scored and used through its probabilities: the caller tunes
+    (``FoldEnsemble`` on the out-of-fold maps), and a fold model that tuned its
+    own on the fold held out from it would see the images those maps come from.
+    Every segmenter in ``estimator`` (itself or nested, as a
+    ``FalsePositiveFilter``'s) declaring ``_untuned_postprocessing`` gets those
+    values for the parameters it leaves None; a ``FrozenEstimator`` is left
+    as it is.
+    """
+    model = clone(estimator)
+    if isinstance(model, FrozenEstimator):
+        return model
+    params = model.get_params(deep=True)
+    frozen = tuple(f"{name}__" for name, value in params.items()
+                   if isinstance(value, FrozenEstimator))
+    parts = [("", model)] + [(f"{name}__", value) for name, value in params.items()
+                             if hasattr(value, "_untuned_postprocessing")
+                             and not name.startswith(frozen)]
+    model.set_params(**{prefix + name: value for prefix, part in parts
+                        for name, value in getattr(part, "_untuned_postprocessing", {}).items()
+                        if getattr(part, name) is None})
+    return model
 
 
 def make_folds(cv, n_images, *, random_state=None, groups=None, strata=None, min_folds=2):

@@ -22,7 +22,7 @@ from ._crossfit import check_fit_input, cross_fit, held_out, mean_maps
 from ._export import ExportMixin
 from ._persistence import SaveMixin
 from ._segmenter import UNetSegmenter
-from .postprocess import PostProcessing, tune_postprocessing
+from .postprocess import PostProcessing, tune_unset
 
 __all__ = ["FoldEnsemble"]
 
@@ -38,15 +38,6 @@ def _same_setting(new, old):
     new, old = np.asarray(new, dtype=float), np.asarray(old, dtype=float)
     return bool(np.all(np.broadcast_to(new, np.broadcast_shapes(new.shape, old.shape))
                        == np.broadcast_to(old, np.broadcast_shapes(new.shape, old.shape))))
-
-
-def _candidates(given, applies=True):
-    """The search grid of a post-processing parameter: the default one when not given,
-    the given value alone when it is one number, the default grid for per-class values
-    (which then replace the searched ones)."""
-    if not applies or given is None or np.ndim(given) > 0:
-        return None
-    return [float(given)]
 
 
 class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
@@ -85,7 +76,10 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
         folds are those of ``n_repeats=1``.
     threshold : None, float or sequence of float, default=None
         Per-class probability threshold applied after averaging; None takes the
-        estimator's, or the tuned one with ``tune_postprocessing=True``. A value
+        estimator's, or the tuned one with ``tune_postprocessing=True``. The fold
+        models never tune their own on the fold held out from them: a
+        :class:`UNetSegmenter`'s ``threshold`` and ``min_area`` left None are
+        0.5 and 0 in the fold models. A value
         given here before fit is never replaced by tuning (the rest is tuned
         around it); a value set after a tuned fit warns that the tuned one wins.
         Like ``min_area`` and ``min_component_area``, it is validated and applied
@@ -264,16 +258,12 @@ class FoldEnsemble(SaveMixin, ExportMixin, SegmenterMixin, BaseEstimator):
         threshold, min_area, min_component_area = self._own_or_fold_postprocessing()
         if self.tune_postprocessing:
             # a value given to the ensemble is kept: only the others are searched
-            search = tune_postprocessing(
-                oof_proba, truth, activation=encoding.activation,
-                thresholds=_candidates(self.threshold, encoding.activation == "sigmoid"),
-                min_areas=_candidates(self.min_area))
+            tuned_threshold, tuned_min_area, search = tune_unset(
+                oof_proba, truth, threshold=self.threshold, min_area=self.min_area,
+                activation=encoding.activation)
             self.oof_score_before_tuning_ = search.score_before
-            if self.min_area is None or np.ndim(self.min_area) == 0:
-                min_area = search.min_areas
-            if search.thresholds is not None and (
-                    self.threshold is None or np.ndim(self.threshold) == 0):
-                threshold = search.thresholds
+            threshold = threshold if tuned_threshold is None else tuned_threshold
+            min_area = min_area if tuned_min_area is None else tuned_min_area
         self._store_postprocessing(threshold, min_area, min_component_area)
 
     def _own_or_fold_postprocessing(self):

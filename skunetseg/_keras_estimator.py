@@ -25,7 +25,13 @@ from ._base import check_params_now
 from ._docstrings import insert_parameters, parameter_entries
 from ._images import pad_to_multiple
 from ._persistence import PARAMS_FILE, SaveMixin
+from ._targets import balances
 from .augment import AUGMENT_PRESETS
+
+#: ``validation_fraction="auto"`` holds out this share of the training images...
+AUTO_VALIDATION_FRACTION = 0.1
+#: ...when more than half of them are empty and there are at least this many.
+AUTO_VALIDATION_MIN_IMAGES = 20
 
 
 def _keras_side():
@@ -83,13 +89,15 @@ max_empty_share : float in (0, 1) or None, default=%(default)s
     object, each as often as the others, for the rest. Over the epochs every
     empty image is seen. None trains on every image once every epoch. Data
     with this share of empty images or fewer is not affected.
-validation_fraction : float, default=%(default)s
+validation_fraction : float or "auto", default=%(default)s
     Share of the training images held out (drawn with ``random_state``) to
     watch a score on when ``fit`` gets no ``validation_data``. Early stopping
     and the learning-rate reductions follow the watched score, and the
     weights of the epoch with the best one are kept. With 0 every image
     trains, the training loss is watched, and the last epoch's weights are
-    kept.
+    kept. ``"auto"``: 0.1 on mostly-empty data (more than half of at least
+    20 training images hold no object, where one run of epochs can end
+    painting many empty images or none), 0 otherwise.
 early_stopping_patience : int or None, default=%(default)s
     Epochs without a better watched score (see ``validation_fraction``)
     before training stops; None trains all ``epochs``. With validation images
@@ -180,7 +188,7 @@ class KerasModelMixin(SaveMixin):
         "accumulate_steps": [Interval(Integral, 1, None, closed="left")],
         "epochs": [Interval(Integral, 1, None, closed="left")],
         "max_empty_share": [Interval(Real, 0, 1, closed="neither"), None],
-        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left"), StrOptions({"auto"})],
         "early_stopping_patience": [Interval(Integral, 0, None, closed="left"), None],
         "reduce_lr_patience": [Interval(Integral, 0, None, closed="left"), None],
         "reduce_lr_factor": [Interval(Real, 0, 1, closed="neither")],
@@ -428,14 +436,25 @@ class KerasModelMixin(SaveMixin):
             return int(self.random_state)
         return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
 
-    def _validation_rows(self, n_images):
-        """Sorted row indices ``(train, valid)`` holding out ``validation_fraction``.
+    def _validation_share(self, empty):
+        """``validation_fraction`` as a number, for training images whose emptiness (no
+        object in the mask) is ``empty`` (bool, one per image)."""
+        if not isinstance(self.validation_fraction, str):
+            return self.validation_fraction
+        mostly_empty = len(empty) >= AUTO_VALIDATION_MIN_IMAGES and balances(empty, 0.5)
+        return AUTO_VALIDATION_FRACTION if mostly_empty else 0.0
 
-        ``valid`` is None when ``validation_fraction`` is 0.
+    def _validation_rows(self, empty):
+        """Sorted row indices ``(train, valid)`` holding out ``validation_fraction`` of the
+        training images whose emptiness is ``empty`` (see :meth:`_validation_share`).
+
+        ``valid`` is None when nothing is held out.
         """
-        if self.validation_fraction == 0:
+        n_images = len(empty)
+        share = self._validation_share(np.asarray(empty, dtype=bool))
+        if share == 0:
             return np.arange(n_images), None
-        n_valid = math.ceil(self.validation_fraction * n_images)
+        n_valid = math.ceil(share * n_images)
         if n_valid >= n_images:
             raise ValueError(
                 f"validation_fraction={self.validation_fraction} holds out {n_valid} of the "

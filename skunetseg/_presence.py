@@ -215,7 +215,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
                                                        "validation_data[1]"))
             train = (images, labels)
         else:
-            train_rows, valid_rows = self._validation_rows(len(images))
+            train_rows, valid_rows = self._validation_rows(~labels.any(axis=1))
             train = (images[train_rows], labels[train_rows])
             valid = None if valid_rows is None else (images[valid_rows], labels[valid_rows])
         augmenter = resolve_augmenter(self.augment)
@@ -223,7 +223,7 @@ class PresenceClassifier(KerasModelMixin, ClassifierMixin, BaseEstimator):
         self._forget_model()
         self.n_channels_in_ = images.shape[-1]
         seed = self._seed()
-        from ._batches import balances
+        from ._targets import balances
 
         absent = ~train[1].any(axis=1)  # images with no class present
         if augmenter is None and not balances(absent, self.max_empty_share):

@@ -265,3 +265,15 @@ def decode_masks(masks, encoding):
         labels = encoding.classes[np.argmax(masks, axis=-1)]
     labels = labels.astype(encoding.classes.dtype, copy=False)
     return labels[..., np.newaxis] if encoding.channel_axis else labels
+
+
+def empty_images(targets, mask_fill):
+    """Which rows of ``targets`` ``(n, H, W, K)`` hold only ``mask_fill`` pixels (bool)."""
+    fill = np.asarray(mask_fill, dtype=targets.dtype)
+    return np.array([bool((row == fill).all()) for row in targets], dtype=bool)
+
+
+def balances(empty, max_empty_share):
+    """Whether epochs are object-balanced for images whose emptiness is ``empty`` (bool):
+    the empty images are more than ``max_empty_share`` of all, and some hold an object."""
+    return max_empty_share is not None and empty.mean() > max_empty_share and not empty.all()

@@ -72,8 +72,10 @@ _OPTION_SETTINGS = {
     "encoder_weights": dict(help="'imagenet' or a weights file of the encoder (default: random)"),
     "input_size": dict(type=_positive_int, nargs=2, default=None, metavar=("H", "W"),
                        help="resize every image to H x W"),
-    "validation_fraction": dict(help="share of the images held out for early stopping; 0 "
-                                     "trains on every image and keeps the last epoch "
+    "validation_fraction": dict(help="share of the images held out for early stopping and "
+                                     "to tune the threshold and minimum mask area on; 0 "
+                                     "trains on every image and keeps the last epoch; "
+                                     "auto: 0.1 when most images hold no object, else 0 "
                                      "(default: %(default)s)"),
     "augment": dict(help="training augmentation preset (default: %(default)s)"),
     "binarize_masks": dict(help="read masks whose non-zero pixels are the object (e.g. 0/255 "

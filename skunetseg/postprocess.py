@@ -640,3 +640,49 @@ def tune_postprocessing(proba, y_true, *, thresholds=None, min_areas=None, activ
         activation=activation,
         score_best=score_best,
     )
+
+
+def _grid_of(given, applies=True):
+    """The search grid of a post-processing parameter for :func:`tune_unset`: the default
+    grid when it is None, the value alone when it is one number, the default grid for
+    per-class values (which are then kept)."""
+    if not applies or given is None or np.ndim(given) > 0:
+        return None
+    return [float(given)]
+
+
+def tune_unset(proba, y_true, *, threshold=None, min_area=None, activation="sigmoid"):
+    """Tune the ``threshold`` and ``min_area`` an estimator was not given, on held-out maps.
+
+    The one tuning step of the estimators (``UNetSegmenter`` on its held-out
+    images, ``FoldEnsemble`` on its out-of-fold maps): :func:`tune_postprocessing`
+    with its default one-standard-error selection searches the parameters left
+    None and, for one given number, scores that value alone; per-class values
+    given are kept as they are. A class that no held-out mask holds keeps its
+    untuned values (0.5 and 0, or the given number): on its images the search
+    could only learn to erase, which on new images would erase real objects.
+
+    Returns
+    -------
+    threshold : tuple of float, or None
+        Per-class thresholds; None when the threshold was not searched
+        (softmax outputs, or per-class values given): keep your own.
+    min_area : tuple of float, or None
+        Per-class ``min_area``; None when per-class values were given.
+    search : PostprocessingSearch
+        The search itself (``score_before`` is the untuned held-out Dice).
+    """
+    sigmoid = activation == "sigmoid"
+    search = tune_postprocessing(proba, y_true, activation=activation,
+                                 thresholds=_grid_of(threshold, sigmoid),
+                                 min_areas=_grid_of(min_area))
+    held = np.any([true.any(axis=(0, 1, 2)) for _, true in _size_groups(proba, y_true)], axis=0)
+
+    def settled(given, tuned, untuned):
+        if tuned is None or (given is not None and np.ndim(given) > 0):
+            return None
+        untuned = untuned if given is None else float(given)
+        return tuple(np.where(held, tuned, untuned).tolist())
+
+    return (settled(threshold, search.thresholds, 0.5),
+            settled(min_area, search.min_areas, 0.0), search)

@@ -212,8 +212,11 @@ def test_unet_fold_ensemble_predicts_and_scores(fitted_ensemble, binary_data):
     truth = fitted_ensemble.encoding_.encode(y) > 0.5
     assert fitted_ensemble.score(X, y) == pytest.approx(
         dice_score(truth, fitted_ensemble.postprocessing_.apply(proba)))
-    # each fold model watched its held-out fold
-    assert all("val_dice" in m.history_[0] for m in fitted_ensemble.estimators_)
+    # each fold model watched its held-out fold, and tuned nothing on it (the ensemble
+    # tunes on all the out-of-fold maps; a fold model's tuning would have seen them)
+    for model in fitted_ensemble.estimators_:
+        assert "val_dice" in model.history_[0] and model.validation_score_ is None
+        assert (model.threshold, model.min_area) == (0.5, 0)
 
 
 def test_fold_ensemble_survives_joblib_in_a_fresh_process(fitted_ensemble, binary_data,

@@ -45,7 +45,7 @@ def test_postprocessing_parameters_apply_in_predict_and_score(fitted_binary, bin
     assert model.score(X, y) == pytest.approx(dice_score(y, expected[..., 0]))
     # a min_area (in pixels) above any mask's area erases every mask
     assert not model.set_params(min_area=X.shape[1] * X.shape[2] + 1).predict(X).any()
-    assert fitted_binary.min_area == 0  # the copy's settings are its own
+    assert fitted_binary.min_area is None  # the copy's settings are its own
 
 
 def test_verbose_predictions_show_a_progress_bar_over_the_images(fitted_binary, binary_data,
