@@ -149,3 +149,34 @@ def test_cross_fitting_clones_segmenters_without_tuning():
     assert (nested.segmenter.threshold, nested.segmenter.min_area) == (0.5, 0)
     frozen = FrozenEstimator(UNetSegmenter())
     assert untuned_clone(frozen).estimator.threshold is None  # a fitted model stays as it is
+
+
+def test_files_of_mixed_sizes_hold_out_and_tune_by_default(tmp_path):
+    # mostly-empty JPEG images of two sizes with anti-aliased 0/255 PNG masks, as they come
+    import cv2
+
+    from skunetseg.io import read_mask
+
+    X, y = _mostly_empty(n=24, n_objects=8, size=48, seed=2)
+    images, masks = [], []
+    for i in range(len(X)):
+        size = (48, 40) if i % 2 else (48, 48)  # (width, height) for cv2
+        image = cv2.resize(X[i], size, interpolation=cv2.INTER_AREA)
+        mask = cv2.GaussianBlur(cv2.resize(y[i] * 255, size, interpolation=cv2.INTER_LINEAR),
+                                (3, 3), 0)
+        images.append(str(tmp_path / f"{i:02d}.jpg"))
+        masks.append(str(tmp_path / f"{i:02d}_mask.png"))
+        assert cv2.imwrite(images[-1], image) and cv2.imwrite(masks[-1], mask)
+    model = UNetSegmenter(**{**SMALL, "validation_fraction": "auto"}, input_size=(32, 32),
+                          binarize_masks=True, random_state=0).fit(images, masks)
+    empty = np.array([not read_mask(path).any() for path in masks])
+    held = model._validation_rows(empty)[1]
+    assert len(held) == 3  # a tenth of 24 files, rounded up
+    assert "val_balanced_dice" in model.history_[0] and model.validation_score_ is not None
+    proba = model.predict_proba([images[i] for i in held])  # at each file's own size
+    truth = [read_mask(masks[i], binarize=True)[..., np.newaxis] > 0 for i in held]
+    threshold, min_area, _ = tune_unset(proba, truth)
+    assert model.thresholds_.tolist() == list(threshold)
+    assert model.min_areas_.tolist() == list(min_area)
+    predicted = model.predict(images[:4])
+    assert [mask.shape for mask in predicted] == [(48, 48), (40, 48), (48, 48), (40, 48)]
