@@ -153,7 +153,9 @@ class UNetSegmenter(KerasModelMixin, ExportMixin, SegmenterMixin, BaseEstimator)
         when they are files, with the masks); ``callbacks`` must
         pickle and run in the worker.
     %(random_state)s
-        Two fits on the CPU with the same integer give the same model.
+        Two fits on the CPU with the same integer give the same model, when
+        TensorFlow runs as many threads (it takes one per core it may use;
+        oneDNN's float32 sums, and so the model, depend on that number).
     %(verbose)s
         In ``predict_proba``, ``predict`` and ``score``, a progress bar over the
         images (1) or a line when done (2).
