@@ -472,7 +472,20 @@ def _fit(args):
     plot = _plot_history(model, args.output)
     _say(f"Saved the model to {args.output!r} with its history ({_HISTORY_FILE}"
          + (f", {_HISTORY_PLOT}" if plot else "") + ").", args.quiet)
+    _say(_postprocessing_line(model.postprocessing_), args.quiet)
     return EXIT_OK
+
+
+def _postprocessing_line(settings):
+    """What ``predict`` and ``evaluate`` will apply, one value per class (tuned by ``fit``
+    when the parameters were left to it)."""
+    def values(numbers):
+        return ", ".join(f"{number:g}" for number in numbers)
+
+    threshold = ("the most probable label" if settings.threshold is None
+                 else f"threshold {values(settings.threshold)}")
+    return (f"Post-processing that predict applies: {threshold}; min_area "
+            f"{values(settings.min_area)} (below 1 a share of the image, else pixels).")
 
 
 # ----------------------------------------------------------------- predict

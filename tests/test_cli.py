@@ -84,6 +84,9 @@ def test_fit_writes_a_loadable_model_its_history_and_a_clean_console(fitted):
     assert "2/2" in result.stdout and "━" in result.stdout  # the epoch's progress bar
     assert f"Saved the model to {str(model_dir)!r}" in result.stdout
     model = skunetseg.load(model_dir)
+    # no held-out images here: the post-processing it prints is the untuned one
+    assert "Post-processing that predict applies: threshold 0.5; min_area 0 " in result.stdout
+    assert model.postprocessing_.threshold == (0.5,) and model.validation_score_ is None
     assert model.get_params()["backbone"] == "vgg16"
     assert model.get_params()["decoder_filters"] == (16, 8, 8, 4, 4)
     assert model.random_state == 0 and model.epochs == 1
