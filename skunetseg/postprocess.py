@@ -559,7 +559,12 @@ def tune_postprocessing(proba, y_true, *, thresholds=None, min_areas=None, activ
     ((0.5,), (0.0,), 1.0)
     """
     _check_activation(activation)
-    groups = _size_groups(proba, y_true)
+    return _search(_size_groups(proba, y_true), thresholds=thresholds, min_areas=min_areas,
+                   activation=activation, selection=selection)
+
+
+def _search(groups, *, thresholds, min_areas, activation, selection):
+    """:func:`tune_postprocessing` on the images grouped by size (:func:`_size_groups`)."""
     n_images = sum(len(group_proba) for group_proba, _ in groups)
     n_classes = groups[0][0].shape[-1]
     if activation == "softmax":
@@ -672,11 +677,11 @@ def tune_unset(proba, y_true, *, threshold=None, min_area=None, activation="sigm
     search : PostprocessingSearch
         The search itself (``score_before`` is the untuned held-out Dice).
     """
-    sigmoid = activation == "sigmoid"
-    search = tune_postprocessing(proba, y_true, activation=activation,
-                                 thresholds=_grid_of(threshold, sigmoid),
-                                 min_areas=_grid_of(min_area))
-    held = np.any([true.any(axis=(0, 1, 2)) for _, true in _size_groups(proba, y_true)], axis=0)
+    _check_activation(activation)
+    groups = _size_groups(proba, y_true)  # once: a list of maps is stacked by size here
+    search = _search(groups, thresholds=_grid_of(threshold, activation == "sigmoid"),
+                     min_areas=_grid_of(min_area), activation=activation, selection="one_se")
+    held = np.any([true.any(axis=(0, 1, 2)) for _, true in groups], axis=0)
 
     def settled(given, tuned, untuned):
         if tuned is None or (given is not None and np.ndim(given) > 0):
